@@ -1,0 +1,122 @@
+//! Definitions as the registry stores them: entities, sources, feature views (with their
+//! immutable versions) and feature services.
+//!
+//! These are the validated, resolved forms. The TOML a user writes is parsed and checked by
+//! `kiln-features`; the registry only ever sees specs that passed validation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{MICROS_PER_SECOND, Micros};
+use crate::{FeatureRef, ValueType};
+
+/// Free-form labels, as in Feast.
+pub type Tags = BTreeMap<String, String>;
+
+/// A named, typed column: a join key or a feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    pub dtype: ValueType,
+}
+
+/// Something features describe (a driver, a card, a customer), identified by its join keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntitySpec {
+    pub name: String,
+    pub join_keys: Vec<Field>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// Where a view's rows come from: a Parquet file or a directory of Parquet files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub name: String,
+    /// As written in the definitions; relative paths are relative to the project directory.
+    pub path: String,
+    /// The event timestamp column.
+    pub timestamp_field: String,
+    /// When a row was written; breaks ties between rows with the same event timestamp.
+    #[serde(default)]
+    pub created_timestamp_column: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// A feature view as declared: a group of features of some entities, read from one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureViewSpec {
+    pub name: String,
+    pub entities: Vec<String>,
+    pub source: String,
+    /// How long a value stays valid after its event timestamp; 0 means forever.
+    pub ttl_seconds: u64,
+    pub online: bool,
+    pub features: Vec<Field>,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+/// Description, owner and tags: the parts of a view or service that can change without a new
+/// version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// One immutable version of a feature view: everything needed to read its data, frozen at the
+/// time it was created (its source and join keys included), so training sets can still be
+/// built from an old version after the view, its source or its entities changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewVersion {
+    pub name: String,
+    pub version: u32,
+    pub entities: Vec<String>,
+    /// The join keys of all entities, in entity order then key order.
+    pub join_keys: Vec<Field>,
+    pub source: SourceSpec,
+    pub ttl_seconds: u64,
+    pub features: Vec<Field>,
+    pub created_at: Micros,
+}
+
+impl ViewVersion {
+    /// The TTL in microseconds (0 = no limit).
+    pub fn ttl_micros(&self) -> Micros {
+        (self.ttl_seconds as i64).saturating_mul(MICROS_PER_SECOND)
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&Field> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    /// Whether a new declaration differs from this version in anything that defines the data
+    /// (schema, source, ttl, entities), so that it needs a new version.
+    pub fn data_differs(&self, other: &ViewVersion) -> bool {
+        self.entities != other.entities
+            || self.join_keys != other.join_keys
+            || self.source != other.source
+            || self.ttl_seconds != other.ttl_seconds
+            || self.features != other.features
+    }
+}
+
+/// A named set of features that a model consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureServiceSpec {
+    pub name: String,
+    pub features: Vec<FeatureRef>,
+    #[serde(flatten)]
+    pub meta: Meta,
+}

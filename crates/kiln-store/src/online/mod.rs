@@ -1,0 +1,149 @@
+//! The online store port: the latest row per (feature view, entity key), read in batches at
+//! serving time and written in batches by materialization.
+//!
+//! The trait is asynchronous and batched because its production backends are networked (Redis
+//! comes next): one round trip per batch, not per key. The embedded backends implement the same
+//! contract, and one conformance suite (`tests/integration`) runs against every backend.
+//!
+//! Writes are *newer-wins*: a row replaces the stored one only if its (event timestamp,
+//! created timestamp) is not older. That makes materialization idempotent and order-free: a
+//! re-run, an overlapping window or a crash followed by a retry all converge on the same state.
+
+mod memory;
+mod redb_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use kiln_core::time::Micros;
+
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+
+use crate::StoreError;
+
+/// A boxed, sendable future, so the trait can be used as `dyn OnlineStore`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One stored row: when its values were observed and written, and the encoded values
+/// (`kiln_core::value` codec, with the view version in front, see [`StoredRow::payload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub event_ts: Micros,
+    pub created_ts: Micros,
+    /// The view version that wrote the row (u32 little-endian) followed by the encoded values.
+    pub payload: Vec<u8>,
+}
+
+const HEADER: usize = 16;
+
+impl StoredRow {
+    /// The stored byte form: event timestamp, created timestamp, payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.payload.len());
+        out.extend_from_slice(&self.event_ts.to_le_bytes());
+        out.extend_from_slice(&self.created_ts.to_le_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<StoredRow, String> {
+        let (event_ts, created_ts) = header(bytes)?;
+        Ok(StoredRow {
+            event_ts,
+            created_ts,
+            payload: bytes[HEADER..].to_vec(),
+        })
+    }
+
+    /// Whether this row may replace one stored with the given timestamps (newer-wins; an
+    /// identical timestamp pair replaces, so re-running a materialization is a no-op).
+    pub fn supersedes(&self, stored: (Micros, Micros)) -> bool {
+        (self.event_ts, self.created_ts) >= stored
+    }
+}
+
+fn header(bytes: &[u8]) -> Result<(Micros, Micros), String> {
+    if bytes.len() < HEADER {
+        return Err(format!(
+            "{} bytes is shorter than the {HEADER}-byte header",
+            bytes.len()
+        ));
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&bytes[..8]);
+    let event = i64::from_le_bytes(a);
+    a.copy_from_slice(&bytes[8..16]);
+    Ok((event, i64::from_le_bytes(a)))
+}
+
+/// Where a batch of rows goes: the view's table and its ttl (networked backends may expire keys
+/// physically after it; every backend's reads are TTL-checked by the caller either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewTable {
+    pub name: String,
+    pub ttl_seconds: u64,
+}
+
+/// What a batched write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows stored (new keys or newer values).
+    pub written: u64,
+    /// Rows not stored because the store already held a newer value for the key.
+    pub kept_newer: u64,
+}
+
+impl std::ops::AddAssign for WriteSummary {
+    fn add_assign(&mut self, rhs: Self) {
+        self.written += rhs.written;
+        self.kept_newer += rhs.kept_newer;
+    }
+}
+
+/// The online store port.
+pub trait OnlineStore: Send + Sync {
+    /// Writes rows newer-wins, atomically per batch: after a crash either all of the batch is
+    /// visible or none of it.
+    fn write_batch<'a>(
+        &'a self,
+        table: &'a ViewTable,
+        rows: Vec<(Vec<u8>, StoredRow)>,
+    ) -> BoxFuture<'a, Result<WriteSummary, StoreError>>;
+
+    /// Reads the rows for `keys` of `view`, in the order of `keys` (`None` where absent).
+    fn get_many<'a>(
+        &'a self,
+        view: &'a str,
+        keys: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredRow>>, StoreError>>;
+
+    /// Removes everything stored for a view.
+    fn delete_view<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Counts the rows stored for a view.
+    fn count<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// For messages: which backend and where (`redb at .kiln/online.redb`).
+    fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_and_newer_wins() {
+        let r = StoredRow {
+            event_ts: 5,
+            created_ts: -1,
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(StoredRow::from_bytes(&r.to_bytes()), Ok(r.clone()));
+        assert!(StoredRow::from_bytes(&[0; 15]).is_err());
+        assert!(r.supersedes((5, -1)));
+        assert!(r.supersedes((4, 100)));
+        assert!(!r.supersedes((5, 0)));
+        assert!(!r.supersedes((6, -10)));
+    }
+}

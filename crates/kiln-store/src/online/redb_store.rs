@@ -1,0 +1,210 @@
+//! The embedded online store on redb: one file, ACID transactions, one table per feature view.
+//!
+//! The database is opened in redb's multi-writer mode so that `kiln serve` can keep reading
+//! while `kiln materialize` writes from another process; each batch is one write transaction,
+//! so a kill -9 leaves every batch either fully applied or not at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableError,
+};
+
+use super::{BoxFuture, OnlineStore, StoredRow, ViewTable, WriteSummary, header};
+use crate::StoreError;
+
+/// Reads of at most this many keys run inline on the calling task: they are a few microseconds
+/// of work on pages that are almost always cached. Larger batches go to the blocking pool so a
+/// big request never stalls an async worker.
+const INLINE_READ_KEYS: usize = 32;
+
+/// The redb backend.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn table_def(view: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(view)
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating the file (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.to_path_buf(),
+                },
+                other => StoreError::Online {
+                    path: path.to_path_buf(),
+                    message: other.to_string(),
+                },
+            })?;
+        Ok(RedbStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Online {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write_sync(
+        &self,
+        table: &ViewTable,
+        rows: &[(Vec<u8>, StoredRow)],
+    ) -> Result<WriteSummary, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut summary = WriteSummary::default();
+        {
+            let mut t = txn
+                .open_table(table_def(&table.name))
+                .map_err(|e| self.err(e))?;
+            let mut buf = Vec::new();
+            for (key, row) in rows {
+                let keep_old = match t.get(key.as_slice()).map_err(|e| self.err(e))? {
+                    Some(old) => {
+                        let stored = header(old.value())
+                            .map_err(|reason| self.corrupt(&table.name, key, reason))?;
+                        !row.supersedes(stored)
+                    }
+                    None => false,
+                };
+                if keep_old {
+                    summary.kept_newer += 1;
+                    continue;
+                }
+                buf.clear();
+                buf.extend_from_slice(&row.event_ts.to_le_bytes());
+                buf.extend_from_slice(&row.created_ts.to_le_bytes());
+                buf.extend_from_slice(&row.payload);
+                t.insert(key.as_slice(), buf.as_slice())
+                    .map_err(|e| self.err(e))?;
+                summary.written += 1;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(summary)
+    }
+
+    fn get_sync(&self, view: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match txn.open_table(table_def(view)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        keys.iter()
+            .map(|k| match t.get(k.as_slice()).map_err(|e| self.err(e))? {
+                Some(v) => StoredRow::from_bytes(v.value())
+                    .map(Some)
+                    .map_err(|reason| self.corrupt(view, k, reason)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    fn corrupt(&self, view: &str, key: &[u8], reason: String) -> StoreError {
+        let key = kiln_core::value::decode_values(key)
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|_| format!("{key:?}"));
+        StoreError::CorruptRow {
+            view: view.to_string(),
+            key,
+            reason,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &RedbStore,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| store.err(format!("storage task failed: {e}")))?
+}
+
+impl OnlineStore for RedbStore {
+    fn write_batch<'a>(
+        &'a self,
+        table: &'a ViewTable,
+        rows: Vec<(Vec<u8>, StoredRow)>,
+    ) -> BoxFuture<'a, Result<WriteSummary, StoreError>> {
+        let me = self.clone();
+        let table = table.clone();
+        Box::pin(async move { blocking(self, move || me.write_sync(&table, &rows)).await })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        view: &'a str,
+        keys: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredRow>>, StoreError>> {
+        Box::pin(async move {
+            if keys.len() <= INLINE_READ_KEYS {
+                return self.get_sync(view, keys);
+            }
+            let me = self.clone();
+            let (view, keys) = (view.to_string(), keys.to_vec());
+            blocking(self, move || me.get_sync(&view, &keys)).await
+        })
+    }
+
+    fn delete_view<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let me = self.clone();
+        let view = view.to_string();
+        Box::pin(async move {
+            blocking(self, move || {
+                let txn = me.db.begin_write().map_err(|e| me.err(e))?;
+                txn.delete_table(table_def(&view)).map_err(|e| me.err(e))?;
+                txn.commit().map_err(|e| me.err(e))
+            })
+            .await
+        })
+    }
+
+    fn count<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            match txn.open_table(table_def(view)) {
+                Ok(t) => t.len().map_err(|e| self.err(e)),
+                Err(TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(self.err(e)),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("redb at {}", self.path.display())
+    }
+}
