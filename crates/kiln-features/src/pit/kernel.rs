@@ -1,0 +1,250 @@
+//! The sort-merge kernel of the point-in-time join, for one partition of one view.
+//!
+//! Both sides are reduced to plain vectors: a group id per row (equal ids = equal join keys),
+//! the entity timestamp `T`, and the feature row's event and created timestamps. Entity rows
+//! are sorted by (group, T); feature rows by (group, eligibility time), where a feature row
+//! becomes *eligible* at its event time, or with the created-timestamp cut-off at the later of
+//! its event and created times. Walking both in one pass, the best eligible row so far (greatest
+//! event time, then created time, then position in the source) is the answer for each entity
+//! row, provided it is within the ttl. This is exact: the eligible set only grows as `T` grows,
+//! so its maximum only moves forward, and if the maximum is older than `T - ttl` every eligible
+//! row is.
+//!
+//! Rows with a null key or timestamp never match (SQL semantics); feature rows with a null
+//! created timestamp rank below any non-null one, and under the cut-off are never eligible.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::DataType;
+
+use crate::FeatureError;
+
+/// Group ids for the rows of both sides: equal ids mean equal join keys. `None` marks a row
+/// with a null key.
+pub(crate) fn group_ids(
+    entity_keys: &[ArrayRef],
+    feature_keys: &[ArrayRef],
+) -> Result<(Vec<Option<u64>>, Vec<Option<u64>>), FeatureError> {
+    if let ([e], [f]) = (entity_keys, feature_keys) {
+        match (e.data_type(), f.data_type()) {
+            (DataType::Int64, DataType::Int64) => {
+                let ids = |a: &ArrayRef| {
+                    a.as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|v| v.map(|v| v as u64))
+                        .collect()
+                };
+                return Ok((ids(e), ids(f)));
+            }
+            (DataType::Int32, DataType::Int32) => {
+                let ids = |a: &ArrayRef| {
+                    a.as_primitive::<Int32Type>()
+                        .iter()
+                        .map(|v| v.map(|v| v as u32 as u64))
+                        .collect()
+                };
+                return Ok((ids(e), ids(f)));
+            }
+            _ => {}
+        }
+    }
+    // General case: encode the key tuple with arrow-row and number the distinct encodings.
+    let fields = entity_keys
+        .iter()
+        .map(|a| SortField::new(a.data_type().clone()))
+        .collect();
+    let conv = RowConverter::new(fields).map_err(|e| FeatureError::internal("join keys", e))?;
+    let er = conv
+        .convert_columns(entity_keys)
+        .map_err(|e| FeatureError::internal("join keys", e))?;
+    let fr = conv
+        .convert_columns(feature_keys)
+        .map_err(|e| FeatureError::internal("join keys", e))?;
+    let null_e = any_null(entity_keys);
+    let null_f = any_null(feature_keys);
+    let mut ids: HashMap<&[u8], u64> = HashMap::new();
+    let e_ids = number_rows(&mut ids, &er, &null_e);
+    let f_ids = number_rows(&mut ids, &fr, &null_f);
+    Ok((e_ids, f_ids))
+}
+
+fn number_rows<'a>(
+    ids: &mut HashMap<&'a [u8], u64>,
+    rows: &'a arrow_row::Rows,
+    nulls: &[bool],
+) -> Vec<Option<u64>> {
+    (0..rows.num_rows())
+        .map(|i| {
+            if nulls[i] {
+                return None;
+            }
+            let next = ids.len() as u64;
+            Some(*ids.entry(rows.row(i).data()).or_insert(next))
+        })
+        .collect()
+}
+
+fn any_null(cols: &[ArrayRef]) -> Vec<bool> {
+    let n = cols.first().map_or(0, |c| c.len());
+    (0..n).map(|i| cols.iter().any(|c| c.is_null(i))).collect()
+}
+
+/// The entity side of one partition.
+pub(crate) struct EntityRows<'a> {
+    pub group: &'a [Option<u64>],
+    /// `None` for a null timestamp.
+    pub ts: &'a [Option<i64>],
+}
+
+/// The feature side of one partition.
+pub(crate) struct FeatureRows<'a> {
+    pub group: &'a [Option<u64>],
+    pub event_ts: &'a [Option<i64>],
+    /// `None` when the source has no created-timestamp column.
+    pub created_ts: Option<&'a [Option<i64>]>,
+}
+
+/// For each entity row, the index of the feature row that the point-in-time join picks.
+pub(crate) fn pit_match(
+    e: &EntityRows<'_>,
+    f: &FeatureRows<'_>,
+    ttl_micros: i64,
+    cutoff: bool,
+) -> Vec<Option<u32>> {
+    let mut ents: Vec<(u64, i64, u32)> = e
+        .group
+        .iter()
+        .zip(e.ts)
+        .enumerate()
+        .filter_map(|(i, (g, t))| Some(((*g)?, (*t)?, i as u32)))
+        .collect();
+    ents.sort_unstable();
+
+    // (group, eligible-at, index); the stable index keeps source order among equal times.
+    let cutoff = cutoff && f.created_ts.is_some();
+    let created = |i: usize| f.created_ts.map_or(Some(i64::MIN), |c| c[i]);
+    let mut feats: Vec<(u64, i64, u32)> = (0..f.group.len())
+        .filter_map(|i| {
+            let g = f.group[i]?;
+            let ev = f.event_ts[i]?;
+            let eligible = if cutoff { ev.max(created(i)?) } else { ev };
+            Some((g, eligible, i as u32))
+        })
+        .collect();
+    feats.sort_unstable();
+
+    let rank = |i: u32| {
+        let i = i as usize;
+        // Rows in `feats` have a non-null event time; a null created time ranks lowest.
+        (
+            f.event_ts[i].unwrap_or(i64::MIN),
+            created(i).unwrap_or(i64::MIN),
+            i,
+        )
+    };
+    let mut out = vec![None; e.group.len()];
+    let mut fi = 0;
+    let mut group = None;
+    let mut best: Option<u32> = None;
+    for &(g, t, ei) in &ents {
+        if group != Some(g) {
+            group = Some(g);
+            best = None;
+            while fi < feats.len() && feats[fi].0 < g {
+                fi += 1;
+            }
+        }
+        while fi < feats.len() && feats[fi].0 == g && feats[fi].1 <= t {
+            let cand = feats[fi].2;
+            if best.is_none_or(|b| rank(cand) > rank(b)) {
+                best = Some(cand);
+            }
+            fi += 1;
+        }
+        if let Some(b) = best {
+            let ev = rank(b).0;
+            if ttl_micros == 0 || ev >= t.saturating_sub(ttl_micros) {
+                out[ei as usize] = Some(b);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        eg: &[Option<u64>],
+        et: &[Option<i64>],
+        fg: &[Option<u64>],
+        fe: &[Option<i64>],
+        fc: Option<&[Option<i64>]>,
+        ttl: i64,
+        cutoff: bool,
+    ) -> Vec<Option<u32>> {
+        pit_match(
+            &EntityRows { group: eg, ts: et },
+            &FeatureRows {
+                group: fg,
+                event_ts: fe,
+                created_ts: fc,
+            },
+            ttl,
+            cutoff,
+        )
+    }
+
+    #[test]
+    fn latest_within_ttl_inclusive_bounds() {
+        let fg = [Some(1), Some(1), Some(1), Some(2)];
+        let fe = [Some(10), Some(20), Some(30), Some(20)];
+        // T = 20 picks event 20 (upper bound inclusive); T = 25 with ttl 5 picks 20 (lower
+        // bound inclusive); T = 26 with ttl 5 finds nothing; T = 5 is before everything.
+        let eg = [Some(1), Some(1), Some(1), Some(1), Some(2), Some(3), None];
+        let et = [
+            Some(20),
+            Some(25),
+            Some(26),
+            Some(5),
+            Some(100),
+            Some(100),
+            Some(100),
+        ];
+        assert_eq!(
+            run(&eg, &et, &fg, &fe, None, 5, false),
+            vec![Some(1), Some(1), None, None, None, None, None]
+        );
+        // ttl 0: no lower bound.
+        assert_eq!(
+            run(&eg, &et, &fg, &fe, None, 0, false),
+            vec![Some(1), Some(1), Some(1), None, Some(3), None, None]
+        );
+    }
+
+    #[test]
+    fn ties_prefer_later_created_then_later_row() {
+        let fg = [Some(1); 4];
+        let fe = [Some(10), Some(10), Some(10), Some(9)];
+        let fc = [Some(5), Some(7), Some(7), Some(100)];
+        let eg = [Some(1)];
+        let et = [Some(10)];
+        assert_eq!(run(&eg, &et, &fg, &fe, Some(&fc), 0, false), vec![Some(2)]);
+        // With the cut-off, rows created after T are not eligible.
+        let et = [Some(6)];
+        let fe2 = [Some(1), Some(2), Some(3), Some(4)];
+        let fc2 = [Some(5), Some(7), None, Some(6)];
+        assert_eq!(run(&eg, &et, &fg, &fe2, Some(&fc2), 0, true), vec![Some(3)]);
+        assert_eq!(
+            run(&eg, &et, &fg, &fe2, Some(&fc2), 0, false),
+            vec![Some(3)]
+        );
+        let et = [Some(5)];
+        assert_eq!(run(&eg, &et, &fg, &fe2, Some(&fc2), 0, true), vec![Some(0)]);
+    }
+}

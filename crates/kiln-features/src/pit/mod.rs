@@ -1,0 +1,789 @@
+//! Point-in-time correct training sets.
+//!
+//! For each entity row (join keys, timestamp `T`) and each requested view, the join picks the
+//! view's row with the same keys and `T - ttl <= event_ts <= T` (both inclusive; ttl 0 = no
+//! lower bound) with the greatest event timestamp, ties broken by the greatest created
+//! timestamp and then by the later row in the source; with the cut-off, only rows created at
+//! or before `T` count. No candidate means nulls. Entity rows keep their order and duplicates.
+//!
+//! How it runs, per view:
+//! 1. The entity rows' keys and timestamps are read once; each row is assigned a partition by
+//!    a hash of its keys.
+//! 2. The source is streamed (projection, row-group pruning to `[min T - ttl, max T]`), rows
+//!    normalised and hashed into the same partitions, kept in memory or spilled to Arrow IPC
+//!    files when the estimated size exceeds the memory budget.
+//! 3. Partitions are joined in parallel (rayon) by the sort-merge [`kernel`].
+//! 4. The output is assembled in entity-row order by walking every partition's results in
+//!    step, a chunk at a time, and streamed to Parquet.
+//!
+//! [`oracle`] is the brute-force definition the kernel is tested against.
+
+mod kernel;
+pub mod oracle;
+mod spill;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
+use arrow_select::concat::concat;
+use arrow_select::filter::filter_record_batch;
+use arrow_select::interleave::interleave;
+use arrow_select::take::take;
+use kiln_core::spec::ViewVersion;
+use kiln_store::offline::{ParquetScan, ScanRequest, timestamps_micros};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
+
+use crate::source::{Normalized, SourceColumns, cast_to};
+use crate::{FeatureError, Progress};
+use kernel::{EntityRows, FeatureRows, group_ids, pit_match};
+use spill::{Cursor, Spill, partition_of};
+
+/// The features wanted from one view version.
+#[derive(Debug, Clone)]
+pub struct ViewRequest {
+    pub view: ViewVersion,
+    pub features: Vec<String>,
+}
+
+/// How to build a training set.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    /// Name output columns `view__feature` instead of `feature`.
+    pub full_feature_names: bool,
+    /// Also require `created_ts <= T`.
+    pub created_cutoff: bool,
+    /// The entity rows' timestamp column; `event_timestamp` by default, or the only timestamp
+    /// column if there is no such column.
+    pub timestamp_column: Option<String>,
+    /// Roughly how much memory feature rows may take before partitions spill to disk.
+    pub memory_budget: usize,
+    /// Where spill files go (a temporary directory is made inside).
+    pub spill_dir: PathBuf,
+    /// Rows per output batch.
+    pub batch_size: usize,
+    /// Force this many partitions (tests); chosen from the data size when `None`.
+    pub partitions: Option<usize>,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions {
+            full_feature_names: false,
+            created_cutoff: false,
+            timestamp_column: None,
+            memory_budget: 1 << 30,
+            spill_dir: std::env::temp_dir(),
+            batch_size: 65_536,
+            partitions: None,
+        }
+    }
+}
+
+/// What a join did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DatasetStats {
+    pub entity_rows: u64,
+    /// Feature rows read from sources after pruning (per view, in request order).
+    pub feature_rows: Vec<u64>,
+    /// Entity rows that found a value (per view).
+    pub matched: Vec<u64>,
+    pub partitions: Vec<usize>,
+    pub spilled_bytes: u64,
+}
+
+/// Where a view's rows come from.
+pub enum FeatureInput {
+    /// A Parquet file or directory (the view's source, resolved to a path).
+    Parquet(PathBuf),
+    /// Rows already in memory, with the source's column names.
+    Batches(Vec<RecordBatch>),
+}
+
+/// Builds a training set from a Parquet file of entity rows into a Parquet file. The output is
+/// written to a temporary file and renamed into place, so a crash never leaves a partial file
+/// at `out`.
+pub fn build_dataset(
+    entities: &Path,
+    views: Vec<(ViewRequest, FeatureInput)>,
+    out: &Path,
+    opts: &DatasetOptions,
+    progress: &dyn Progress,
+) -> Result<DatasetStats, FeatureError> {
+    let read =
+        || -> Result<Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>, FeatureError> {
+            let f = File::open(entities).map_err(|source| FeatureError::Io {
+                path: entities.to_path_buf(),
+                source,
+            })?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(|b| b.with_batch_size(opts.batch_size).build())
+                .map_err(|e| FeatureError::Data {
+                    path: entities.to_path_buf(),
+                    message: format!("not a readable Parquet file: {e}"),
+                })?;
+            let path = entities.to_path_buf();
+            Ok(Box::new(reader.map(move |b| {
+                b.map_err(|e| FeatureError::Data {
+                    path: path.clone(),
+                    message: format!("cannot decode: {e}"),
+                })
+            })))
+        };
+    let schema = {
+        let f = File::open(entities).map_err(|source| FeatureError::Io {
+            path: entities.to_path_buf(),
+            source,
+        })?;
+        ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| FeatureError::Data {
+                path: entities.to_path_buf(),
+                message: format!("not a readable Parquet file: {e}"),
+            })?
+            .schema()
+            .clone()
+    };
+    let plan = JoinPlan::new(&schema, &views, opts, &entities.display().to_string())?;
+    let tmp = out.with_extension("parquet.partial");
+    let file = File::create(&tmp).map_err(|source| FeatureError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, plan.output_schema.clone(), Some(props))
+        .map_err(|e| FeatureError::internal("writing the output", e))?;
+    let stats = plan.run(read()?, read, views, opts, progress, &mut |batch| {
+        writer.write(&batch).map_err(|e| FeatureError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other(e),
+        })
+    })?;
+    writer.close().map_err(|e| FeatureError::Io {
+        path: tmp.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::rename(&tmp, out).map_err(|source| FeatureError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(stats)
+}
+
+/// Joins in memory: entity rows as record batches, output as one record batch.
+pub fn join_batches(
+    entities: &[RecordBatch],
+    views: Vec<(ViewRequest, FeatureInput)>,
+    opts: &DatasetOptions,
+) -> Result<(RecordBatch, DatasetStats), FeatureError> {
+    let schema = entities
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| FeatureError::BadRequest("no entity rows given".into()))?;
+    let plan = JoinPlan::new(&schema, &views, opts, "entity rows")?;
+    let owned: Vec<RecordBatch> = entities.to_vec();
+    let iter =
+        |b: Vec<RecordBatch>| -> Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>> {
+            Box::new(b.into_iter().map(Ok))
+        };
+    let mut out = Vec::new();
+    let stats = plan.run(
+        iter(owned.clone()),
+        || Ok(iter(owned.clone())),
+        views,
+        opts,
+        &crate::NoProgress,
+        &mut |b| {
+            out.push(b);
+            Ok(())
+        },
+    )?;
+    let batch = arrow_select::concat::concat_batches(&plan.output_schema, &out)
+        .map_err(|e| FeatureError::internal("output", e))?;
+    Ok((batch, stats))
+}
+
+/// Checked inputs and the output shape.
+struct JoinPlan {
+    output_schema: SchemaRef,
+    timestamp_column: String,
+    /// Every join-key column needed, by name.
+    key_columns: Vec<String>,
+}
+
+impl JoinPlan {
+    fn new(
+        entity_schema: &SchemaRef,
+        views: &[(ViewRequest, FeatureInput)],
+        opts: &DatasetOptions,
+        what: &str,
+    ) -> Result<JoinPlan, FeatureError> {
+        let columns = || {
+            entity_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let timestamp_column = match &opts.timestamp_column {
+            Some(c) => {
+                if entity_schema.field_with_name(c).is_err() {
+                    return Err(FeatureError::BadRequest(format!(
+                        "{what} has no timestamp column {c:?} (columns: {})",
+                        columns()
+                    )));
+                }
+                c.clone()
+            }
+            None if entity_schema.field_with_name("event_timestamp").is_ok() => {
+                "event_timestamp".to_string()
+            }
+            None => {
+                let ts: Vec<&str> = entity_schema
+                    .fields()
+                    .iter()
+                    .filter(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+                    .map(|f| f.name().as_str())
+                    .collect();
+                match ts.as_slice() {
+                    [one] => one.to_string(),
+                    _ => {
+                        return Err(FeatureError::BadRequest(format!(
+                            "{what} needs an event_timestamp column (or exactly one timestamp column, or name it with --timestamp-column); columns: {}",
+                            columns()
+                        )));
+                    }
+                }
+            }
+        };
+        let ts_type = entity_schema
+            .field_with_name(&timestamp_column)
+            .map(|f| f.data_type().clone())
+            .ok();
+        if !matches!(
+            ts_type,
+            Some(DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+        ) {
+            return Err(FeatureError::BadRequest(format!(
+                "column {timestamp_column:?} of {what} is {}, not a timestamp",
+                ts_type.map_or("missing".to_string(), |t| t.to_string())
+            )));
+        }
+        let mut key_columns = Vec::new();
+        let mut fields: Vec<ArrowField> = entity_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut names: HashSet<String> = fields.iter().map(|f| f.name().clone()).collect();
+        for (req, _) in views {
+            for k in &req.view.join_keys {
+                let Ok(f) = entity_schema.field_with_name(&k.name) else {
+                    return Err(FeatureError::BadRequest(format!(
+                        "{what} has no column {:?}, the join key of feature view {} (columns: {})",
+                        k.name,
+                        req.view.name,
+                        columns()
+                    )));
+                };
+                if !k.dtype.accepts(f.data_type())
+                    && !matches!(
+                        f.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Int64 | DataType::Int32
+                    )
+                {
+                    return Err(FeatureError::BadRequest(format!(
+                        "column {:?} of {what} is {}, but feature view {} declares it {}",
+                        k.name,
+                        f.data_type(),
+                        req.view.name,
+                        k.dtype
+                    )));
+                }
+                if !key_columns.contains(&k.name) {
+                    key_columns.push(k.name.clone());
+                }
+            }
+            let cols = SourceColumns::for_view(&req.view, Some(&req.features))?;
+            for f in &cols.features {
+                let name = if opts.full_feature_names {
+                    format!("{}__{}", req.view.name, f.name)
+                } else {
+                    f.name.clone()
+                };
+                if !names.insert(name.clone()) {
+                    return Err(FeatureError::BadRequest(format!(
+                        "output column {name:?} would appear twice (a feature named like an entity column or another feature); use --full-feature-names"
+                    )));
+                }
+                fields.push(ArrowField::new(name, f.dtype.arrow_type(), true));
+            }
+        }
+        Ok(JoinPlan {
+            output_schema: Arc::new(Schema::new(fields)),
+            timestamp_column,
+            key_columns,
+        })
+    }
+
+    /// Runs the join. `first` yields the entity rows once for the keys; `again` yields them a
+    /// second time, in the same order, for the output.
+    fn run(
+        &self,
+        first: Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+        again: impl FnOnce() -> Result<
+            Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+            FeatureError,
+        >,
+        views: Vec<(ViewRequest, FeatureInput)>,
+        opts: &DatasetOptions,
+        progress: &dyn Progress,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), FeatureError>,
+    ) -> Result<DatasetStats, FeatureError> {
+        let entities =
+            EntityKeys::read(first, &self.key_columns, &self.timestamp_column, progress)?;
+        let spill_root = tempdir_in(&opts.spill_dir)?;
+        let mut stats = DatasetStats {
+            entity_rows: entities.len as u64,
+            ..Default::default()
+        };
+        let mut results = Vec::new();
+        for (req, input) in views {
+            let r = join_view(&entities, &req, input, opts, &spill_root.path, progress)?;
+            stats.feature_rows.push(r.feature_rows);
+            stats.matched.push(r.matched);
+            stats.partitions.push(r.spills.len());
+            stats.spilled_bytes += r.spilled_bytes;
+            results.push(r);
+        }
+        progress.begin("writing training set", entities.len as u64, "rows");
+        let mut cursors: Vec<Vec<Cursor>> = results
+            .iter()
+            .map(|r| r.spills.iter().map(Cursor::new).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?;
+        let mut offset = 0usize;
+        for batch in again()? {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let mut cols = batch.columns().to_vec();
+            for (r, cursors) in results.iter().zip(cursors.iter_mut()) {
+                cols.extend(assemble(&r.part_of_row[offset..offset + n], cursors)?);
+            }
+            let out = RecordBatch::try_new(self.output_schema.clone(), cols)
+                .map_err(|e| FeatureError::internal("output", e))?;
+            sink(out)?;
+            offset += n;
+            progress.inc(n as u64);
+        }
+        progress.end();
+        Ok(stats)
+    }
+}
+
+/// The entity rows' join keys (as read) and timestamps, for all views.
+struct EntityKeys {
+    len: usize,
+    columns: Vec<(String, ArrayRef)>,
+    ts: Vec<Option<i64>>,
+    min_t: Option<i64>,
+    max_t: Option<i64>,
+}
+
+impl EntityKeys {
+    fn read(
+        batches: Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+        keys: &[String],
+        ts_col: &str,
+        progress: &dyn Progress,
+    ) -> Result<EntityKeys, FeatureError> {
+        progress.begin("reading entity rows", 0, "rows");
+        let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); keys.len()];
+        let mut ts = Vec::new();
+        for b in batches {
+            let b = b?;
+            for (i, k) in keys.iter().enumerate() {
+                // The plan checked that every key column exists.
+                if let Some(c) = b.column_by_name(k) {
+                    parts[i].push(c.clone());
+                }
+            }
+            let t = b
+                .column_by_name(ts_col)
+                .map(timestamps_micros)
+                .transpose()
+                .map_err(FeatureError::BadRequest)?;
+            if let Some(t) = t {
+                ts.extend(t.iter());
+            }
+            progress.inc(b.num_rows() as u64);
+        }
+        progress.end();
+        let mut columns = Vec::new();
+        for (k, p) in keys.iter().zip(parts) {
+            let refs: Vec<&dyn Array> = p.iter().map(|a| a.as_ref()).collect();
+            let col = if refs.is_empty() {
+                arrow_array::new_empty_array(&DataType::Int64)
+            } else {
+                concat(&refs).map_err(|e| FeatureError::internal("entity keys", e))?
+            };
+            columns.push((k.clone(), col));
+        }
+        let min_t = ts.iter().flatten().min().copied();
+        let max_t = ts.iter().flatten().max().copied();
+        Ok(EntityKeys {
+            len: ts.len(),
+            columns,
+            ts,
+            min_t,
+            max_t,
+        })
+    }
+
+    fn keys_for(&self, view: &ViewVersion) -> Result<Vec<ArrayRef>, FeatureError> {
+        view.join_keys
+            .iter()
+            .map(|k| {
+                let (_, col) =
+                    self.columns
+                        .iter()
+                        .find(|(n, _)| n == &k.name)
+                        .ok_or_else(|| {
+                            FeatureError::BadRequest(format!(
+                                "entity rows have no column {:?}",
+                                k.name
+                            ))
+                        })?;
+                cast_to(col, &k.dtype.arrow_type()).map_err(|e| {
+                    FeatureError::BadRequest(format!(
+                        "entity column {:?} cannot be read as {}: {e}",
+                        k.name, k.dtype
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// One view's join results: per partition, the feature values of that partition's entity rows
+/// in entity-row order.
+struct ViewResult {
+    part_of_row: Vec<u32>,
+    spills: Vec<Spill>,
+    feature_rows: u64,
+    matched: u64,
+    spilled_bytes: u64,
+}
+
+/// Bytes a value of this type takes in memory, for sizing partitions.
+fn width(t: &DataType) -> usize {
+    match t {
+        DataType::Boolean | DataType::Int8 | DataType::UInt8 => 1,
+        DataType::Int32 | DataType::Float32 | DataType::UInt32 => 4,
+        DataType::Utf8 | DataType::Binary => 32,
+        _ => 8,
+    }
+}
+
+fn join_view(
+    entities: &EntityKeys,
+    req: &ViewRequest,
+    input: FeatureInput,
+    opts: &DatasetOptions,
+    spill_root: &Path,
+    progress: &dyn Progress,
+) -> Result<ViewResult, FeatureError> {
+    let view = &req.view;
+    let cols = SourceColumns::for_view(view, Some(&req.features))?;
+    let schema = cols.normalized_schema();
+    let ttl = view.ttl_micros();
+    let range = match (entities.min_t, entities.max_t) {
+        (Some(lo), Some(hi)) => Some((
+            if ttl == 0 {
+                i64::MIN
+            } else {
+                lo.saturating_sub(ttl)
+            },
+            hi,
+        )),
+        _ => None,
+    };
+
+    let (batches, hint): (
+        Box<dyn Iterator<Item = Result<(PathBuf, RecordBatch), FeatureError>>>,
+        u64,
+    ) = match input {
+        FeatureInput::Parquet(path) => {
+            // No entity row has a timestamp: nothing can match, read nothing.
+            let range = range.unwrap_or((i64::MIN, i64::MIN));
+            let scan = ParquetScan::plan(
+                &path,
+                &ScanRequest {
+                    columns: cols.scan_columns(),
+                    time_column: cols.timestamp.clone(),
+                    time_range: Some(range),
+                    batch_size: opts.batch_size,
+                },
+            )?;
+            let total = scan.total_rows;
+            (
+                Box::new(scan.map(|r| {
+                    r.map(|(p, b)| (p.to_path_buf(), b))
+                        .map_err(FeatureError::from)
+                })),
+                total,
+            )
+        }
+        FeatureInput::Batches(bs) => {
+            let total = bs.iter().map(|b| b.num_rows() as u64).sum();
+            (
+                Box::new(bs.into_iter().map(|b| Ok((PathBuf::from("<memory>"), b)))),
+                total,
+            )
+        }
+    };
+
+    let row_bytes: usize = schema
+        .fields()
+        .iter()
+        .map(|f| width(f.data_type()))
+        .sum::<usize>()
+        + 16;
+    let estimate = hint as usize * row_bytes;
+    let threads = rayon::current_num_threads().max(1);
+    let spill = estimate > opts.memory_budget;
+    let partitions = opts.partitions.unwrap_or_else(|| {
+        let by_size = estimate.div_ceil((opts.memory_budget / (4 * threads)).max(1));
+        let for_parallelism = if hint > 50_000 { 4 * threads } else { 1 };
+        by_size.max(for_parallelism).clamp(1, 4_096)
+    });
+    let flush_rows =
+        ((opts.memory_budget / 4) / partitions.max(1) / row_bytes).clamp(1_024, 1 << 20);
+    let view_dir = spill_root.join(format!("{}_v{}", view.name, view.version));
+    if spill {
+        std::fs::create_dir_all(&view_dir).map_err(|source| FeatureError::Io {
+            path: view_dir.clone(),
+            source,
+        })?;
+    }
+    let spill_path =
+        |kind: &str, p: usize| spill.then(|| view_dir.join(format!("{kind}-{p}.arrows")));
+
+    // Entity side: partition of every row, and each partition's rows in ascending order.
+    let entity_keys = entities.keys_for(view)?;
+    let part_of_row = partition_of(&entity_keys, partitions)?;
+    let mut rows_of_part: Vec<Vec<u32>> = vec![Vec::new(); partitions];
+    for (i, p) in part_of_row.iter().enumerate() {
+        rows_of_part[*p as usize].push(i as u32);
+    }
+
+    // Feature side: stream, filter to the time range, partition.
+    let mut parts: Vec<Spill> = (0..partitions)
+        .map(|p| Spill::new(schema.clone(), spill_path("rows", p), flush_rows))
+        .collect();
+    progress.begin(
+        &format!("scanning {}@v{}", view.name, view.version),
+        hint,
+        "rows",
+    );
+    let mut feature_rows = 0u64;
+    for item in batches {
+        let (path, raw) = item?;
+        let n = raw.num_rows() as u64;
+        let norm = cols.normalize(&raw, &path)?;
+        let keep = time_filter(&norm, range);
+        let batch = norm.into_batch(&schema)?;
+        let batch = filter_record_batch(&batch, &keep)
+            .map_err(|e| FeatureError::internal("filtering", e))?;
+        feature_rows += batch.num_rows() as u64;
+        let keys: Vec<ArrayRef> = batch.columns()[..cols.keys.len()].to_vec();
+        let pof = partition_of(&keys, partitions)?;
+        if partitions == 1 {
+            parts[0].push(batch)?;
+        } else {
+            let mut idx: Vec<Vec<u32>> = vec![Vec::new(); partitions];
+            for (i, p) in pof.iter().enumerate() {
+                idx[*p as usize].push(i as u32);
+            }
+            for (p, rows) in idx.into_iter().enumerate() {
+                if !rows.is_empty() {
+                    let rows = UInt32Array::from(rows);
+                    let cols = batch
+                        .columns()
+                        .iter()
+                        .map(|c| take(c, &rows, None))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| FeatureError::internal("partitioning", e))?;
+                    parts[p].push(
+                        RecordBatch::try_new(schema.clone(), cols)
+                            .map_err(|e| FeatureError::internal("partitioning", e))?,
+                    )?;
+                }
+            }
+        }
+        progress.inc(n);
+    }
+    progress.end();
+    for p in &mut parts {
+        p.seal()?;
+    }
+    let mut spilled_bytes: u64 = parts.iter().map(|p| p.bytes_spilled).sum();
+
+    // Join partitions in parallel.
+    let out_schema = Arc::new(Schema::new(
+        cols.features
+            .iter()
+            .map(|f| ArrowField::new(&f.name, f.dtype.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    progress.begin(
+        &format!("joining {}@v{}", view.name, view.version),
+        partitions as u64,
+        "partitions",
+    );
+    let matched = AtomicU64::new(0);
+    let results: Vec<Spill> = parts
+        .into_par_iter()
+        .enumerate()
+        .map(|(p, mut part)| -> Result<Spill, FeatureError> {
+            let feats = Normalized::from_batch(&part.read_all()?, &cols);
+            part.discard();
+            let local = UInt32Array::from(rows_of_part[p].clone());
+            let ekeys = entity_keys
+                .iter()
+                .map(|k| take(k, &local, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| FeatureError::internal("joining", e))?;
+            let ets: Vec<Option<i64>> = rows_of_part[p]
+                .iter()
+                .map(|&i| entities.ts[i as usize])
+                .collect();
+            let (eg, fg) = group_ids(&ekeys, &feats.keys)?;
+            let fev: Vec<Option<i64>> = feats.event_ts.iter().collect();
+            let fcr: Option<Vec<Option<i64>>> =
+                feats.created_ts.as_ref().map(|c| c.iter().collect());
+            let picks = pit_match(
+                &EntityRows {
+                    group: &eg,
+                    ts: &ets,
+                },
+                &FeatureRows {
+                    group: &fg,
+                    event_ts: &fev,
+                    created_ts: fcr.as_deref(),
+                },
+                ttl,
+                opts.created_cutoff,
+            );
+            matched.fetch_add(
+                picks.iter().filter(|p| p.is_some()).count() as u64,
+                Ordering::Relaxed,
+            );
+            let picks = UInt32Array::from(picks);
+            let out = feats
+                .features
+                .iter()
+                .map(|c| take(c, &picks, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| FeatureError::internal("joining", e))?;
+            let mut res = Spill::new(out_schema.clone(), spill_path("result", p), 1);
+            res.push(
+                RecordBatch::try_new_with_options(
+                    out_schema.clone(),
+                    out,
+                    &arrow_array::RecordBatchOptions::new().with_row_count(Some(picks.len())),
+                )
+                .map_err(|e| FeatureError::internal("joining", e))?,
+            )?;
+            res.seal()?;
+            progress.inc(1);
+            Ok(res)
+        })
+        .collect::<Result<_, _>>()?;
+    progress.end();
+    spilled_bytes += results.iter().map(|r| r.bytes_spilled).sum::<u64>();
+    Ok(ViewResult {
+        part_of_row,
+        spills: results,
+        feature_rows,
+        matched: matched.into_inner(),
+        spilled_bytes,
+    })
+}
+
+/// Rows with an event time inside the range the entity rows can reach.
+fn time_filter(norm: &Normalized, range: Option<(i64, i64)>) -> arrow_array::BooleanArray {
+    let (lo, hi) = range.unwrap_or((i64::MAX, i64::MIN));
+    norm.event_ts
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| t >= lo && t <= hi)))
+        .collect()
+}
+
+/// Feature columns for a run of entity rows, given each row's partition: takes the next rows
+/// of every partition involved and interleaves them back into entity order.
+fn assemble(parts: &[u32], cursors: &mut [Cursor]) -> Result<Vec<ArrayRef>, FeatureError> {
+    let mut count = vec![0usize; cursors.len()];
+    for p in parts {
+        count[*p as usize] += 1;
+    }
+    let mut slot = vec![usize::MAX; cursors.len()];
+    let mut chunks = Vec::new();
+    for (p, n) in count.iter().enumerate() {
+        if *n > 0 {
+            slot[p] = chunks.len();
+            chunks.push(cursors[p].take(*n)?);
+        }
+    }
+    let mut next = vec![0usize; chunks.len()];
+    let indices: Vec<(usize, usize)> = parts
+        .iter()
+        .map(|p| {
+            let s = slot[*p as usize];
+            let i = next[s];
+            next[s] += 1;
+            (s, i)
+        })
+        .collect();
+    let ncols = chunks.first().map_or(0, |c| c.num_columns());
+    (0..ncols)
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = chunks.iter().map(|b| b.column(c).as_ref()).collect();
+            interleave(&arrays, &indices)
+                .map_err(|e| FeatureError::internal("assembling the output", e))
+        })
+        .collect()
+}
+
+/// A temporary directory removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn tempdir_in(dir: &Path) -> Result<TempDir, FeatureError> {
+    let path = dir.join(format!(
+        "kiln-spill-{}-{}",
+        std::process::id(),
+        kiln_core::time::now_micros()
+    ));
+    std::fs::create_dir_all(&path).map_err(|source| FeatureError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(TempDir { path })
+}
