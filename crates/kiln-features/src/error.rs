@@ -19,6 +19,10 @@ pub enum FeatureError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A request names a view, service or feature that is not registered.
+    #[error("{message}")]
+    NotFound { kind: NotFoundKind, message: String },
+
     #[error(transparent)]
     Registry(#[from] RegistryError),
 
@@ -41,6 +45,14 @@ pub enum FeatureError {
     Internal { context: String, message: String },
 }
 
+/// What a request named that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFoundKind {
+    View,
+    Service,
+    Feature,
+}
+
 impl FeatureError {
     pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> FeatureError {
         FeatureError::Internal {
@@ -56,6 +68,7 @@ impl FeatureError {
             FeatureError::Store(e) => e.is_retryable(),
             FeatureError::Invalid(_)
             | FeatureError::BadRequest(_)
+            | FeatureError::NotFound { .. }
             | FeatureError::Data { .. }
             | FeatureError::Io { .. }
             | FeatureError::Internal { .. } => false,

@@ -14,6 +14,7 @@
 mod arrow_values;
 pub mod definitions;
 mod error;
+pub mod example;
 pub mod materialize;
 pub mod online;
 pub mod pit;
@@ -22,5 +23,5 @@ mod progress;
 mod source;
 
 pub use arrow_values::value_at;
-pub use error::FeatureError;
+pub use error::{FeatureError, NotFoundKind};
 pub use progress::{NoProgress, Progress};

@@ -1,0 +1,88 @@
+//! Errors to HTTP, in one place.
+//!
+//! The Feast-compatible endpoints answer errors the way Feast's feature server does, so that
+//! Feast's own clients (its `remote` online store) raise the matching Feast exception: the body
+//! is a JSON string holding `{"module": "feast.errors", "class": ..., "message": ...}`. The
+//! message always names what was wrong.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kiln_features::{FeatureError, NotFoundKind};
+
+/// An error answered over HTTP.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The Feast exception class clients should raise.
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            class: "FeastError",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<FeatureError> for ApiError {
+    fn from(e: FeatureError) -> ApiError {
+        let (status, class) = match &e {
+            FeatureError::NotFound {
+                kind: NotFoundKind::View,
+                ..
+            } => (StatusCode::NOT_FOUND, "FeatureViewNotFoundException"),
+            FeatureError::NotFound {
+                kind: NotFoundKind::Service,
+                ..
+            } => (StatusCode::NOT_FOUND, "FeatureServiceNotFoundException"),
+            FeatureError::NotFound {
+                kind: NotFoundKind::Feature,
+                ..
+            } => (StatusCode::NOT_FOUND, "FeastObjectNotFoundException"),
+            FeatureError::BadRequest(_) | FeatureError::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, "FeastError")
+            }
+            FeatureError::Registry(r) if r.is_retryable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "FeastError")
+            }
+            FeatureError::Store(s) if s.is_retryable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "FeastError")
+            }
+            FeatureError::Registry(_)
+            | FeatureError::Store(_)
+            | FeatureError::Data { .. }
+            | FeatureError::Io { .. }
+            | FeatureError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "FeastError"),
+        };
+        ApiError {
+            status,
+            class,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, message = %self.message, "request failed");
+        }
+        let detail = serde_json::json!({
+            "module": "feast.errors",
+            "class": self.class,
+            "message": self.message,
+        })
+        .to_string();
+        let body = serde_json::Value::String(detail).to_string();
+        (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+}

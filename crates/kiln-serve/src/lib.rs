@@ -1,0 +1,66 @@
+//! Kiln's serving process: HTTP in front of the transport-agnostic feature core.
+//!
+//! Handlers are thin adapters: they parse the wire format into a core request, call the core
+//! (`kiln_features::online`), and encode the answer. Errors are mapped to HTTP status codes in
+//! one place ([`error`]). The router leaves room for the model endpoints (Open Inference
+//! Protocol under `/v2`, predict-by-entity under `/v1/models`) that come with model serving.
+//!
+//! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
+//! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
+//! `.await`; a background task replays new registry events and swaps the snapshot, so `kiln
+//! apply` from another process is picked up without a restart.
+
+pub mod error;
+mod feast;
+mod json;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use feast::encode_response;
+pub use state::ServeState;
+
+/// The HTTP routes.
+pub fn router(state: ServeState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/get-online-features", post(feast::get_online_features))
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the registry is loaded and the online store answers.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<ServeState>,
+) -> (axum::http::StatusCode, String) {
+    match state.check_ready().await {
+        Ok(msg) => (axum::http::StatusCode::OK, msg),
+        Err(msg) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, msg),
+    }
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests. Registry changes are
+/// picked up every `refresh`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ServeState,
+    refresh: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let refresher = state.spawn_refresher(refresh);
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    refresher.abort();
+    result
+}

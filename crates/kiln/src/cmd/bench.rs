@@ -1,0 +1,243 @@
+//! `kiln bench`: the deterministic benchmark data generator (read by Kiln and by the Feast
+//! harness alike) and an HTTP load generator that measures any server the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use hyper::body::Bytes;
+use kiln_core::time::{now_micros, parse_duration, parse_timestamp};
+use kiln_features::Progress;
+use kiln_features::example::{DriverStats, write_driver_stats, write_entity_rows};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::http::{Conn, Url};
+use crate::progress::Bars;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Write driver_stats.parquet and entities.parquet (deterministic).
+    GenData(GenArgs),
+    /// Load an HTTP endpoint with a fixed request body and report throughput and latency.
+    Http(HttpArgs),
+}
+
+#[derive(clap::Args)]
+pub struct GenArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    pub drivers: u64,
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+    /// Entity rows for training-set benchmarks.
+    #[arg(long, default_value_t = 100_000)]
+    pub entity_rows: u64,
+    /// Last hour of the data (default: the current hour).
+    #[arg(long)]
+    pub anchor: Option<String>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// File name of the entity rows.
+    #[arg(long, default_value = "entities_100k.parquet")]
+    pub entities_file: String,
+}
+
+#[derive(clap::Args)]
+pub struct HttpArgs {
+    /// http://host:port/path
+    #[arg(long)]
+    pub url: String,
+    /// File holding the JSON request body (POST); GET when absent.
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// Concurrent connections, each sending its next request when the previous answered.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    #[arg(long, default_value = "1s")]
+    pub warmup: String,
+}
+
+#[derive(Serialize)]
+struct HttpReport {
+    url: String,
+    connections: usize,
+    seconds: f64,
+    requests: u64,
+    errors: u64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    response_bytes: usize,
+}
+
+pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::GenData(a) => gen_data(ctx, a).await,
+        BenchCmd::Http(a) => http(ctx, a).await,
+    }
+}
+
+async fn gen_data(ctx: &Ctx, a: GenArgs) -> anyhow::Result<()> {
+    let anchor = match &a.anchor {
+        Some(t) => parse_timestamp(t)?,
+        None => now_micros(),
+    };
+    let hour = 3_600_000_000;
+    let spec = DriverStats {
+        drivers: a.drivers,
+        hours: a.hours,
+        anchor: anchor - anchor.rem_euclid(hour),
+        first_id: 1001,
+        seed: a.seed,
+        stale_every: 0,
+        stale_hours: 0,
+    };
+    let quiet = ctx.quiet || ctx.json();
+    let out = a.out.clone();
+    let entities_file = a.entities_file.clone();
+    let entity_rows = a.entity_rows;
+    let (rows, ents) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64)> {
+        let bars = Bars::new(quiet);
+        bars.begin("driver_stats.parquet", spec.rows(), "rows");
+        let mut last = 0;
+        let rows = write_driver_stats(&out.join("driver_stats.parquet"), &spec, |n| {
+            bars.inc(n - last);
+            last = n;
+        })?;
+        bars.end();
+        bars.begin(&entities_file, entity_rows, "rows");
+        let mut last = 0;
+        let ents = write_entity_rows(&out.join(&entities_file), entity_rows, &spec, |n| {
+            bars.inc(n - last);
+            last = n;
+        })?;
+        bars.end();
+        Ok((rows, ents))
+    })
+    .await??;
+    if ctx.json() {
+        return crate::output::json(
+            &serde_json::json!({ "out": a.out, "feature_rows": rows, "entity_rows": ents, "first_hour": spec.first_hour(), "anchor": spec.anchor }),
+        );
+    }
+    println!(
+        "Wrote {rows} feature rows and {ents} entity rows to {}",
+        a.out.display()
+    );
+    Ok(())
+}
+
+async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
+    let url = Url::parse(&a.url)?;
+    let body = match &a.body {
+        Some(p) => Some(Bytes::from(
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let duration = Duration::from_secs(parse_duration(&a.duration)?);
+    let warmup = Duration::from_secs(parse_duration(&a.warmup)?);
+    let url = Arc::new(url);
+    // Check the endpoint answers successfully before measuring anything.
+    let mut probe = Conn::open(&url.authority).await?;
+    let (status, bytes) = send(&mut probe, &url, &body).await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{} answered {status}: {}",
+            a.url,
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let response_bytes = bytes.len();
+    drop(probe);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop = measure_from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..a.connections.max(1) {
+        let (url, body) = (url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&url.authority).await?;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= stop {
+                    break;
+                }
+                let ok = matches!(send(&mut conn, &url, &body).await, Ok((s, _)) if s.is_success());
+                if t0 >= measure_from {
+                    if ok {
+                        lat.push(t0.elapsed().as_nanos() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                if !ok {
+                    conn = Conn::open(&url.authority).await?;
+                }
+            }
+            anyhow::Ok((lat, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await??;
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_unstable();
+    let q = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |ns| *ns as f64 / 1e6)
+    };
+    let secs = duration.as_secs_f64();
+    let report = HttpReport {
+        url: a.url.clone(),
+        connections: a.connections,
+        seconds: secs,
+        requests: all.len() as u64,
+        errors,
+        requests_per_second: all.len() as f64 / secs,
+        p50_ms: q(0.50),
+        p90_ms: q(0.90),
+        p99_ms: q(0.99),
+        max_ms: all.last().map_or(0.0, |ns| *ns as f64 / 1e6),
+        response_bytes,
+    };
+    if ctx.json() {
+        return crate::output::json(&report);
+    }
+    println!(
+        "{} conn(s), {:.0}s: {} requests, {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
+        report.connections,
+        secs,
+        report.requests,
+        report.requests_per_second,
+        report.p50_ms,
+        report.p90_ms,
+        report.p99_ms,
+        report.max_ms,
+        report.errors
+    );
+    Ok(())
+}
+
+async fn send(
+    conn: &mut Conn,
+    url: &Url,
+    body: &Option<Bytes>,
+) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+    match body {
+        Some(b) => conn.request(Method::POST, &url.path, b.clone()).await,
+        None => conn.request(Method::GET, &url.path, Bytes::new()).await,
+    }
+}

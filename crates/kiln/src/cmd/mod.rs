@@ -1,0 +1,97 @@
+//! The subcommands.
+
+mod apply;
+mod bench;
+mod dataset;
+mod demo;
+mod features;
+mod init;
+mod inspect;
+mod materialize;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::output::Format;
+use crate::project::Project;
+
+/// What every command gets.
+pub struct Ctx {
+    pub project: Option<PathBuf>,
+    pub output: Format,
+    pub quiet: bool,
+    /// `KILN__*` environment variables, for configuration overrides.
+    pub env: Vec<(String, String)>,
+}
+
+impl Ctx {
+    pub fn project(&self) -> anyhow::Result<Project> {
+        Project::discover(self.project.as_deref(), &self.env)
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == Format::Json
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new project with example definitions and data.
+    Init(init::InitArgs),
+    /// Show what `kiln apply` would change.
+    Plan,
+    /// Validate the definitions and register them.
+    Apply,
+    /// The registry's event log.
+    Registry {
+        #[command(subcommand)]
+        cmd: inspect::RegistryCmd,
+    },
+    /// List registered objects.
+    List(inspect::ListArgs),
+    /// Show one registered object in full.
+    Show(inspect::ShowArgs),
+    /// What feeds an object and what it feeds (source -> view@version -> service).
+    Lineage(inspect::LineageArgs),
+    /// Training sets.
+    Dataset {
+        #[command(subcommand)]
+        cmd: dataset::DatasetCmd,
+    },
+    /// Load the latest feature values of a time window into the online store.
+    Materialize(materialize::MaterializeArgs),
+    /// Serve features over HTTP (Feast-compatible API).
+    Serve(serve::ServeArgs),
+    /// Online features from the command line.
+    Features {
+        #[command(subcommand)]
+        cmd: features::FeaturesCmd,
+    },
+    /// Watch Kiln work end to end on a temporary example project.
+    Demo(demo::DemoArgs),
+    /// Benchmark helpers: data generation and an HTTP load generator.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+}
+
+pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Plan => apply::run(&ctx, false).await,
+        Command::Apply => apply::run(&ctx, true).await,
+        Command::Registry { cmd } => inspect::registry(&ctx, cmd).await,
+        Command::List(a) => inspect::list(&ctx, a).await,
+        Command::Show(a) => inspect::show(&ctx, a).await,
+        Command::Lineage(a) => inspect::lineage(&ctx, a).await,
+        Command::Dataset { cmd } => dataset::run(&ctx, cmd).await,
+        Command::Materialize(a) => materialize::run(&ctx, a).await,
+        Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Features { cmd } => features::run(&ctx, cmd).await,
+        Command::Demo(a) => demo::run(&ctx, a).await,
+        Command::Bench { cmd } => bench::run(&ctx, cmd).await,
+    }
+}

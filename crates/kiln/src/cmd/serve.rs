@@ -1,0 +1,69 @@
+//! `kiln serve`: the HTTP server, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_serve::ServeState;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Listen address (overrides serve.addr).
+    #[arg(long)]
+    pub addr: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: ServeArgs) -> anyhow::Result<()> {
+    let project = ctx.project()?;
+    let addr: SocketAddr = a
+        .addr
+        .as_deref()
+        .unwrap_or(&project.config.serve.addr)
+        .parse()
+        .context("--addr: expected HOST:PORT")?;
+    let refresh = Duration::from_secs(
+        kiln_core::time::parse_duration(&project.config.serve.registry_refresh)?.max(1),
+    );
+    let registry = project.registry().await?;
+    let state = registry.state().await?;
+    let store = project.online_store()?;
+    let serve_state = ServeState::new(state, Some(registry), store.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, store = %store.describe(), project = %project.config.project, "serving");
+    eprintln!(
+        "kiln serving project {} on http://{} (online store: {})",
+        project.config.project,
+        listener.local_addr()?,
+        store.describe()
+    );
+    kiln_serve::serve(listener, serve_state, refresh, shutdown_signal()).await?;
+    eprintln!("kiln stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,367 @@
+//! `kiln.toml`, layered: compiled-in defaults, then the file, then `KILN__SECTION__KEY`
+//! environment variables, then command-line flags. Every setting has a default, so a file with
+//! only `project = "name"` (or an empty one) works. The environment is passed in explicitly, so
+//! tests never touch the process environment.
+//!
+//! Every problem is reported at once, with the file line for file errors and the variable name
+//! for environment errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_FILE: &str = "kiln.toml";
+const ENV_PREFIX: &str = "KILN__";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The project name; registries shared by several projects keep them apart by it.
+    #[serde(default)]
+    pub project: String,
+    /// Directory of definition files (`*.toml`), relative to the project.
+    #[serde(default = "default_definitions")]
+    pub definitions: String,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub online_store: OnlineStoreConfig,
+    #[serde(default)]
+    pub offline_store: OfflineStoreConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+fn default_definitions() -> String {
+    "features".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `sqlite://PATH` (relative to the project) or `postgres://user:pass@host/db`.
+    #[serde(default = "default_registry_url")]
+    pub url: String,
+}
+
+fn default_registry_url() -> String {
+    "sqlite://.kiln/registry.db".into()
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: default_registry_url(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineStoreType {
+    /// Embedded, ACID, one file (the default).
+    Redb,
+    /// In the process only; gone when it exits. For demos and tests.
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineStoreConfig {
+    #[serde(default = "default_online_type", rename = "type")]
+    pub kind: OnlineStoreType,
+    /// The redb file, relative to the project.
+    #[serde(default = "default_online_path")]
+    pub path: String,
+}
+
+fn default_online_type() -> OnlineStoreType {
+    OnlineStoreType::Redb
+}
+
+fn default_online_path() -> String {
+    ".kiln/online.redb".into()
+}
+
+impl Default for OnlineStoreConfig {
+    fn default() -> Self {
+        OnlineStoreConfig {
+            kind: default_online_type(),
+            path: default_online_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineStoreConfig {
+    /// Where the point-in-time join spills partitions; the system temporary directory if unset.
+    #[serde(default)]
+    pub spill_dir: Option<String>,
+    /// Memory the join may use for buffered feature rows before spilling, in MiB.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_mb: u64,
+}
+
+fn default_memory_budget() -> u64 {
+    1024
+}
+
+impl Default for OfflineStoreConfig {
+    fn default() -> Self {
+        OfflineStoreConfig {
+            spill_dir: None,
+            memory_budget_mb: default_memory_budget(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Listen address. 6566 is Feast's feature-server port.
+    #[serde(default = "default_addr")]
+    pub addr: String,
+    /// How often the server looks for registry changes.
+    #[serde(default = "default_refresh")]
+    pub registry_refresh: String,
+}
+
+fn default_addr() -> String {
+    "127.0.0.1:6566".into()
+}
+
+fn default_refresh() -> String {
+    "2s".into()
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: default_addr(),
+            registry_refresh: default_refresh(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` with environment overrides from `env` (pairs of name and value).
+    pub fn load(path: &Path, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let mut errors = Vec::new();
+        // Parse the file alone first, so its errors carry line numbers.
+        let mut table: toml::Table = match toml::from_str::<toml::Table>(&text) {
+            Ok(t) => t,
+            Err(e) => anyhow::bail!("{}", located(path, &text, &e)),
+        };
+        if let Err(e) = Config::deserialize(toml::Value::Table(table.clone())) {
+            if let Err(e2) = toml::from_str::<Config>(&text) {
+                errors.push(located(path, &text, &e2));
+            } else {
+                errors.push(format!("{}: {e}", path.display()));
+            }
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            if keys.iter().any(String::is_empty) {
+                errors.push(format!("environment variable {name}: empty key segment"));
+                continue;
+            }
+            set_path(&mut table, &keys, parse_env_value(value));
+            if let Err(e) = Config::deserialize(toml::Value::Table(table.clone())) {
+                errors.push(format!(
+                    "environment variable {name}={value:?}: {}",
+                    e.message().trim()
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            anyhow::bail!("invalid configuration:\n  {}", errors.join("\n  "));
+        }
+        let mut config = Config::deserialize(toml::Value::Table(table))?;
+        if config.project.is_empty() {
+            config.project = path
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+                .unwrap_or_else(|| "default".into());
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work, all at once.
+    pub fn validate(&self, path: &Path) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        let url = &self.registry.url;
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "registry.url {url:?}: expected sqlite://PATH or postgres://..."
+            ));
+        }
+        if self.online_store.kind == OnlineStoreType::Redb
+            && self.online_store.path.trim().is_empty()
+        {
+            errors.push("online_store.path: the redb backend needs a file path".to_string());
+        }
+        if self.serve.addr.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "serve.addr {:?}: expected HOST:PORT like 127.0.0.1:6566",
+                self.serve.addr
+            ));
+        }
+        if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {
+            errors.push(format!("serve.registry_refresh: {e}"));
+        }
+        if self.offline_store.memory_budget_mb == 0 {
+            errors.push("offline_store.memory_budget_mb must be at least 1".to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "invalid configuration in {}:\n  {}",
+                path.display(),
+                errors.join("\n  ")
+            )
+        }
+    }
+
+    /// The registry URL with a relative SQLite path resolved against the project directory.
+    pub fn registry_url(&self, project_dir: &Path) -> String {
+        match self.registry.url.strip_prefix("sqlite://") {
+            Some(p) if !Path::new(p.split('?').next().unwrap_or(p)).is_absolute() => {
+                format!("sqlite://{}", project_dir.join(p).display())
+            }
+            _ => self.registry.url.clone(),
+        }
+    }
+
+    pub fn resolve(&self, project_dir: &Path, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            project_dir.join(path)
+        }
+    }
+}
+
+fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(l) => format!("{}:{l}: {}", path.display(), e.message().trim()),
+        None => format!("{}: {}", path.display(), e.message().trim()),
+    }
+}
+
+/// Environment values are TOML values when they parse as one (`1024`, `true`), else strings.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for k in parents {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        // Just made sure it is a table.
+        let Some(next) = entry.as_table_mut() else {
+            return;
+        };
+        t = next;
+    }
+    t.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join(CONFIG_FILE);
+        std::fs::write(&p, text).expect("write");
+        (dir, p)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let (_d, p) = write("project = \"demo\"\n");
+        let c = Config::load(&p, &[]).expect("loads");
+        assert_eq!(c.project, "demo");
+        assert_eq!(c.online_store.kind, OnlineStoreType::Redb);
+        assert_eq!(c.serve.addr, "127.0.0.1:6566");
+        let (d, p) = write("");
+        let c = Config::load(&p, &[]).expect("empty loads");
+        assert_eq!(
+            c.project,
+            d.path()
+                .canonicalize()
+                .expect("canon")
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let (_d, p) = write("project = \"demo\"\n[serve]\naddr = \"127.0.0.1:1\"\n");
+        let env = vec![
+            ("KILN__SERVE__ADDR".to_string(), "0.0.0.0:9000".to_string()),
+            (
+                "KILN__OFFLINE_STORE__MEMORY_BUDGET_MB".to_string(),
+                "64".to_string(),
+            ),
+            ("KILN__ONLINE_STORE__TYPE".to_string(), "memory".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(&p, &env).expect("loads");
+        assert_eq!(c.serve.addr, "0.0.0.0:9000");
+        assert_eq!(c.offline_store.memory_budget_mb, 64);
+        assert_eq!(c.online_store.kind, OnlineStoreType::Memory);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_place() {
+        let (_d, p) = write("project = \"demo\"\n[serve]\nadr = \"x\"\n");
+        let e = Config::load(&p, &[]).expect_err("typo").to_string();
+        assert!(e.contains("kiln.toml:3") && e.contains("adr"), "{e}");
+        let (_d, p) = write("[registry]\nurl = \"mysql://x\"\n[serve]\naddr = \"nope\"\n");
+        let e = Config::load(
+            &p,
+            &[("KILN__ONLINE_STORE__TYPE".into(), "cassandra".into())],
+        )
+        .expect_err("bad")
+        .to_string();
+        assert!(e.contains("KILN__ONLINE_STORE__TYPE"), "{e}");
+        let (_d, p) = write("[registry]\nurl = \"mysql://x\"\n[serve]\naddr = \"nope\"\n");
+        let e = Config::load(&p, &[]).expect_err("bad").to_string();
+        assert!(
+            e.contains("registry.url") && e.contains("serve.addr"),
+            "{e}"
+        );
+    }
+}

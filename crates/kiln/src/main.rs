@@ -1,0 +1,79 @@
+//! The `kiln` binary: one subcommand per task, over the library crates.
+//!
+//! Commands are thin: they load the project (configuration layered from `kiln.toml`, `KILN__`
+//! environment variables and flags), call into `kiln-features` / `kiln-registry` /
+//! `kiln-serve`, and print a table or JSON. `anyhow` is used here only; the libraries have
+//! typed errors.
+
+mod cmd;
+mod config;
+mod http;
+mod output;
+mod progress;
+mod project;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Kiln: feature store, registry and serving in one binary",
+    propagate_version = true
+)]
+struct Cli {
+    /// The project directory (default: the current directory or the nearest parent with a kiln.toml).
+    #[arg(short, long, global = true, env = "KILN_PROJECT")]
+    project: Option<PathBuf>,
+    /// Output format for results.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Format,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,kiln=info,kiln_serve=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("KILN__"))
+        .collect();
+    let ctx = cmd::Ctx {
+        project: cli.project,
+        output: cli.output,
+        quiet: cli.quiet,
+        env,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(cmd::run(ctx, cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

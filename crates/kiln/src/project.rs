@@ -1,0 +1,71 @@
+//! A project on disk: its directory, its configuration, and the stores it names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kiln_registry::Registry;
+use kiln_store::online::{MemoryStore, OnlineStore, RedbStore};
+
+use crate::config::{CONFIG_FILE, Config, OnlineStoreType};
+
+pub struct Project {
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    /// The project at `dir` (or the current directory or the nearest parent holding a
+    /// `kiln.toml`).
+    pub fn discover(dir: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Project> {
+        let start = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_dir().context("cannot read the current directory")?,
+        };
+        let mut here = start.as_path();
+        loop {
+            let candidate = here.join(CONFIG_FILE);
+            if candidate.is_file() {
+                let config = Config::load(&candidate, env)?;
+                return Ok(Project {
+                    dir: here.to_path_buf(),
+                    config,
+                });
+            }
+            match (dir, here.parent()) {
+                (None, Some(parent)) => here = parent,
+                _ => anyhow::bail!(
+                    "no {CONFIG_FILE} in {}{}; create a project with `kiln init DIR` or point at one with --project DIR",
+                    start.display(),
+                    if dir.is_none() { " or its parents" } else { "" }
+                ),
+            }
+        }
+    }
+
+    pub fn definitions_dir(&self) -> PathBuf {
+        self.config.resolve(&self.dir, &self.config.definitions)
+    }
+
+    pub async fn registry(&self) -> anyhow::Result<Registry> {
+        Ok(Registry::open(&self.config.registry_url(&self.dir), &self.config.project).await?)
+    }
+
+    pub fn online_store(&self) -> anyhow::Result<Arc<dyn OnlineStore>> {
+        Ok(match self.config.online_store.kind {
+            OnlineStoreType::Redb => Arc::new(RedbStore::open(
+                &self
+                    .config
+                    .resolve(&self.dir, &self.config.online_store.path),
+            )?),
+            OnlineStoreType::Memory => Arc::new(MemoryStore::new()),
+        })
+    }
+
+    pub fn spill_dir(&self) -> PathBuf {
+        match &self.config.offline_store.spill_dir {
+            Some(d) => self.config.resolve(&self.dir, d),
+            None => std::env::temp_dir(),
+        }
+    }
+}
