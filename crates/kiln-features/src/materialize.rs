@@ -25,6 +25,11 @@ use crate::arrow_values::encode_at;
 use crate::source::SourceColumns;
 use crate::{FeatureError, Progress};
 
+/// Ordering of candidate rows for one key: event time, created time, arrival order.
+type Rank = (Micros, Micros, u64);
+/// The latest row seen so far per encoded key.
+type Latest = HashMap<Vec<u8>, (Rank, StoredRow)>;
+
 /// How to materialize.
 #[derive(Debug, Clone)]
 pub struct MaterializeOptions {
@@ -133,10 +138,10 @@ pub fn materialize_view(
     );
     // key -> (event, created, stored row); the rank also carries the arrival order so that
     // full ties go to the later row, as in the point-in-time join.
-    let mut latest: HashMap<Vec<u8>, ((Micros, Micros, u64), StoredRow)> = HashMap::new();
+    let mut latest: Latest = HashMap::new();
     let mut seq = 0u64;
     let mut summary = WriteSummary::default();
-    let flush = |latest: &mut HashMap<Vec<u8>, ((Micros, Micros, u64), StoredRow)>,
+    let flush = |latest: &mut Latest,
                  summary: &mut WriteSummary| {
         if latest.is_empty() {
             return Ok::<(), FeatureError>(());
@@ -179,11 +184,11 @@ pub fn materialize_view(
                 Some(_) => {}
                 None => {
                     latest.insert(key, (rank, row()));
+                    if latest.len() >= opts.max_keys {
+                        flush(&mut latest, &mut summary)?;
+                    }
                 }
             }
-        }
-        if latest.len() >= opts.max_keys {
-            flush(&mut latest, &mut summary)?;
         }
         progress.inc(raw.num_rows() as u64);
     }

@@ -74,6 +74,13 @@ pub struct OnlineStoreConfig {
     /// The redb file, relative to the project.
     #[serde(default = "default_online_path")]
     pub path: String,
+    /// Materialization writes at most this many keys per atomic batch.
+    #[serde(default = "default_write_batch")]
+    pub write_batch: usize,
+}
+
+fn default_write_batch() -> usize {
+    262_144
 }
 
 fn default_online_type() -> OnlineStoreType {
@@ -89,6 +96,7 @@ impl Default for OnlineStoreConfig {
         OnlineStoreConfig {
             kind: default_online_type(),
             path: default_online_path(),
+            write_batch: default_write_batch(),
         }
     }
 }
@@ -220,6 +228,9 @@ impl Config {
         }
         if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {
             errors.push(format!("serve.registry_refresh: {e}"));
+        }
+        if self.online_store.write_batch == 0 {
+            errors.push("online_store.write_batch must be at least 1".to_string());
         }
         if self.offline_store.memory_budget_mb == 0 {
             errors.push("offline_store.memory_budget_mb must be at least 1".to_string());

@@ -23,8 +23,7 @@ use crate::output::Format;
 #[command(
     name = "kiln",
     version,
-    about = "Kiln: feature store, registry and serving in one binary",
-    propagate_version = true
+    about = "Kiln: feature store, registry and serving in one binary"
 )]
 struct Cli {
     /// The project directory (default: the current directory or the nearest parent with a kiln.toml).

@@ -23,12 +23,15 @@ use arrow_schema::DataType;
 
 use crate::FeatureError;
 
+/// A group id per row; `None` for a row with a null key.
+pub(crate) type GroupIds = Vec<Option<u64>>;
+
 /// Group ids for the rows of both sides: equal ids mean equal join keys. `None` marks a row
 /// with a null key.
 pub(crate) fn group_ids(
     entity_keys: &[ArrayRef],
     feature_keys: &[ArrayRef],
-) -> Result<(Vec<Option<u64>>, Vec<Option<u64>>), FeatureError> {
+) -> Result<(GroupIds, GroupIds), FeatureError> {
     if let ([e], [f]) = (entity_keys, feature_keys) {
         match (e.data_type(), f.data_type()) {
             (DataType::Int64, DataType::Int64) => {

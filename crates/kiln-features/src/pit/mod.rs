@@ -47,6 +47,11 @@ use crate::{FeatureError, Progress};
 use kernel::{EntityRows, FeatureRows, group_ids, pit_match};
 use spill::{Cursor, Spill, partition_of};
 
+/// Record batches pulled one at a time.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>;
+/// Source batches with the file each came from (for error messages).
+type SourceBatches = Box<dyn Iterator<Item = Result<(PathBuf, RecordBatch), FeatureError>>>;
+
 /// The features wanted from one view version.
 #[derive(Debug, Clone)]
 pub struct ViewRequest {
@@ -119,7 +124,7 @@ pub fn build_dataset(
     progress: &dyn Progress,
 ) -> Result<DatasetStats, FeatureError> {
     let read =
-        || -> Result<Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>, FeatureError> {
+        || -> Result<Batches, FeatureError> {
             let f = File::open(entities).map_err(|source| FeatureError::Io {
                 path: entities.to_path_buf(),
                 source,
@@ -192,7 +197,7 @@ pub fn join_batches(
     let plan = JoinPlan::new(&schema, &views, opts, "entity rows")?;
     let owned: Vec<RecordBatch> = entities.to_vec();
     let iter =
-        |b: Vec<RecordBatch>| -> Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>> {
+        |b: Vec<RecordBatch>| -> Batches {
             Box::new(b.into_iter().map(Ok))
         };
     let mut out = Vec::new();
@@ -340,9 +345,9 @@ impl JoinPlan {
     /// second time, in the same order, for the output.
     fn run(
         &self,
-        first: Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+        first: Batches,
         again: impl FnOnce() -> Result<
-            Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+            Batches,
             FeatureError,
         >,
         views: Vec<(ViewRequest, FeatureInput)>,
@@ -401,7 +406,7 @@ struct EntityKeys {
 
 impl EntityKeys {
     fn read(
-        batches: Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>>>,
+        batches: Batches,
         keys: &[String],
         ts_col: &str,
         progress: &dyn Progress,
@@ -518,10 +523,7 @@ fn join_view(
         _ => None,
     };
 
-    let (batches, hint): (
-        Box<dyn Iterator<Item = Result<(PathBuf, RecordBatch), FeatureError>>>,
-        u64,
-    ) = match input {
+    let (batches, hint): (SourceBatches, u64) = match input {
         FeatureInput::Parquet(path) => {
             // No entity row has a timestamp: nothing can match, read nothing.
             let range = range.unwrap_or((i64::MIN, i64::MIN));

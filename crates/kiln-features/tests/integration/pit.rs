@@ -16,13 +16,15 @@ fn opt<T: std::fmt::Debug + Clone + 'static>(
     prop_oneof![1 => Just(None), 9 => s.prop_map(Some)]
 }
 
+/// key, city, event, created
+type FeatureRow = (Option<i64>, Option<u8>, Option<i64>, Option<i64>);
+
 #[derive(Debug, Clone)]
 struct ViewCase {
     composite: bool,
     ttl: u64,
     created: bool,
-    /// key, city, event, created
-    rows: Vec<(Option<i64>, Option<u8>, Option<i64>, Option<i64>)>,
+    rows: Vec<FeatureRow>,
 }
 
 fn view_case() -> impl Strategy<Value = ViewCase> {
@@ -149,7 +151,7 @@ fn output_names_follow_feast_and_collisions_are_refused() {
         ..DatasetOptions::default()
     };
     let (out, _) = join_batches(
-        &[entities.clone()],
+        std::slice::from_ref(&entities),
         vec![(req.clone(), FeatureInput::Batches(vec![rows.clone()]))],
         &opts,
     )
@@ -164,7 +166,7 @@ fn output_names_follow_feast_and_collisions_are_refused() {
         features: vec!["conv_rate".into()],
     };
     let e = join_batches(
-        &[entities.clone()],
+        std::slice::from_ref(&entities),
         vec![
             (req.clone(), FeatureInput::Batches(vec![rows.clone()])),
             (req2, FeatureInput::Batches(vec![rows.clone()])),

@@ -105,6 +105,7 @@ pub async fn materialize(
         }
         let job = MaterializeJob { view, start, end };
         let (store2, dir, job2) = (store.clone(), project.dir.clone(), job.clone());
+        let opts = MaterializeOptions { max_keys: project.config.online_store.write_batch, ..MaterializeOptions::default() };
         let rt = tokio::runtime::Handle::current();
         let report = tokio::task::spawn_blocking(move || {
             materialize_view(
@@ -112,7 +113,7 @@ pub async fn materialize(
                 &store2,
                 &dir,
                 &job2,
-                &MaterializeOptions::default(),
+                &opts,
                 &Bars::new(quiet),
             )
         })

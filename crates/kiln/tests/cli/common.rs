@@ -1,0 +1,158 @@
+//! Running the binary and talking to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A command for the project in `dir`, with a clean `KILN__` environment plus `env`.
+pub fn kiln_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("-p").arg(dir).arg("--quiet").args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KILN")) {
+        c.env_remove(k);
+    }
+    c.env("KILN_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+pub fn kiln(dir: &Path, args: &[&str]) -> Output {
+    kiln_env(dir, args, &[])
+}
+
+pub fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    kiln_cmd(dir, args, env).output().expect("kiln runs")
+}
+
+/// Stdout of a run that must succeed.
+#[track_caller]
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kiln failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[track_caller]
+pub fn json(out: Output) -> serde_json::Value {
+    let s = ok(out);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Stderr of a run that must fail.
+#[track_caller]
+pub fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "kiln should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A project made by `kiln init` in a temporary directory.
+pub struct Project {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+pub fn init(extra: &[&str]) -> Project {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("proj");
+    let mut args = vec!["init", dir.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    ok(Command::new(BIN).args(&args).output().expect("kiln init runs"));
+    Project { _tmp: tmp, dir }
+}
+
+impl Project {
+    pub fn run(&self, args: &[&str]) -> Output {
+        kiln(&self.dir, args)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.dir.join(rel), text).expect("write");
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.join(rel)).expect("read")
+    }
+}
+
+/// A running `kiln serve`, stopped (SIGTERM) on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut child = kiln_cmd(dir, &["serve", "--addr", "127.0.0.1:0"], env)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("serve printed its address").expect("line");
+            if let Some(rest) = line.split("on http://").nth(1) {
+                break rest.split_whitespace().next().expect("addr").to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        terminate(&self.child);
+        let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
+        std::mem::forget(self);
+        ok
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill runs");
+    assert!(status.success());
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn post(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = http(addr, "POST", "/get-online-features", Some(&body));
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+/// Unique names for shared databases.
+pub fn unique(tag: &str) -> String {
+    format!("{tag}_{}_{}", std::process::id(), kiln_core::time::now_micros())
+}
