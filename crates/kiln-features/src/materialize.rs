@@ -141,8 +141,7 @@ pub fn materialize_view(
     let mut latest: Latest = HashMap::new();
     let mut seq = 0u64;
     let mut summary = WriteSummary::default();
-    let flush = |latest: &mut Latest,
-                 summary: &mut WriteSummary| {
+    let flush = |latest: &mut Latest, summary: &mut WriteSummary| {
         if latest.is_empty() {
             return Ok::<(), FeatureError>(());
         }

@@ -123,26 +123,25 @@ pub fn build_dataset(
     opts: &DatasetOptions,
     progress: &dyn Progress,
 ) -> Result<DatasetStats, FeatureError> {
-    let read =
-        || -> Result<Batches, FeatureError> {
-            let f = File::open(entities).map_err(|source| FeatureError::Io {
+    let read = || -> Result<Batches, FeatureError> {
+        let f = File::open(entities).map_err(|source| FeatureError::Io {
+            path: entities.to_path_buf(),
+            source,
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.with_batch_size(opts.batch_size).build())
+            .map_err(|e| FeatureError::Data {
                 path: entities.to_path_buf(),
-                source,
+                message: format!("not a readable Parquet file: {e}"),
             })?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .and_then(|b| b.with_batch_size(opts.batch_size).build())
-                .map_err(|e| FeatureError::Data {
-                    path: entities.to_path_buf(),
-                    message: format!("not a readable Parquet file: {e}"),
-                })?;
-            let path = entities.to_path_buf();
-            Ok(Box::new(reader.map(move |b| {
-                b.map_err(|e| FeatureError::Data {
-                    path: path.clone(),
-                    message: format!("cannot decode: {e}"),
-                })
-            })))
-        };
+        let path = entities.to_path_buf();
+        Ok(Box::new(reader.map(move |b| {
+            b.map_err(|e| FeatureError::Data {
+                path: path.clone(),
+                message: format!("cannot decode: {e}"),
+            })
+        })))
+    };
     let schema = {
         let f = File::open(entities).map_err(|source| FeatureError::Io {
             path: entities.to_path_buf(),
@@ -196,10 +195,7 @@ pub fn join_batches(
         .ok_or_else(|| FeatureError::BadRequest("no entity rows given".into()))?;
     let plan = JoinPlan::new(&schema, &views, opts, "entity rows")?;
     let owned: Vec<RecordBatch> = entities.to_vec();
-    let iter =
-        |b: Vec<RecordBatch>| -> Batches {
-            Box::new(b.into_iter().map(Ok))
-        };
+    let iter = |b: Vec<RecordBatch>| -> Batches { Box::new(b.into_iter().map(Ok)) };
     let mut out = Vec::new();
     let stats = plan.run(
         iter(owned.clone()),
@@ -346,10 +342,7 @@ impl JoinPlan {
     fn run(
         &self,
         first: Batches,
-        again: impl FnOnce() -> Result<
-            Batches,
-            FeatureError,
-        >,
+        again: impl FnOnce() -> Result<Batches, FeatureError>,
         views: Vec<(ViewRequest, FeatureInput)>,
         opts: &DatasetOptions,
         progress: &dyn Progress,

@@ -105,17 +105,13 @@ pub async fn materialize(
         }
         let job = MaterializeJob { view, start, end };
         let (store2, dir, job2) = (store.clone(), project.dir.clone(), job.clone());
-        let opts = MaterializeOptions { max_keys: project.config.online_store.write_batch, ..MaterializeOptions::default() };
+        let opts = MaterializeOptions {
+            max_keys: project.config.online_store.write_batch,
+            ..MaterializeOptions::default()
+        };
         let rt = tokio::runtime::Handle::current();
         let report = tokio::task::spawn_blocking(move || {
-            materialize_view(
-                &rt,
-                &store2,
-                &dir,
-                &job2,
-                &opts,
-                &Bars::new(quiet),
-            )
+            materialize_view(&rt, &store2, &dir, &job2, &opts, &Bars::new(quiet))
         })
         .await??;
         record(&registry, &job, report.rows_in_window).await?;

@@ -50,7 +50,11 @@ pub fn json(out: Output) -> serde_json::Value {
 /// Stderr of a run that must fail.
 #[track_caller]
 pub fn fails(out: Output) -> String {
-    assert!(!out.status.success(), "kiln should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "kiln should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -65,7 +69,10 @@ pub fn init(extra: &[&str]) -> Project {
     let dir = tmp.path().join("proj");
     let mut args = vec!["init", dir.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
-    ok(Command::new(BIN).args(&args).output().expect("kiln init runs"));
+    ok(Command::new(BIN)
+        .args(&args)
+        .output()
+        .expect("kiln init runs"));
     Project { _tmp: tmp, dir }
 }
 
@@ -99,7 +106,10 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
-            let line = lines.next().expect("serve printed its address").expect("line");
+            let line = lines
+                .next()
+                .expect("serve printed its address")
+                .expect("line");
             if let Some(rest) = line.split("on http://").nth(1) {
                 break rest.split_whitespace().next().expect("addr").to_string();
             }
@@ -126,12 +136,21 @@ impl Drop for Server {
 }
 
 pub fn terminate(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill runs");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
     assert!(status.success());
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
-pub fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
@@ -142,17 +161,31 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Valu
     .expect("send");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 pub fn post(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let (status, text) = http(addr, "POST", "/get-online-features", Some(&body));
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+    )
 }
 
 /// Unique names for shared databases.
 pub fn unique(tag: &str) -> String {
-    format!("{tag}_{}_{}", std::process::id(), kiln_core::time::now_micros())
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        kiln_core::time::now_micros()
+    )
 }
