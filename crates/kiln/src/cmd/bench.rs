@@ -53,9 +53,10 @@ pub struct HttpArgs {
     /// File holding the JSON request body (POST); GET when absent.
     #[arg(long)]
     pub body: Option<PathBuf>,
-    /// Concurrent connections, each sending its next request when the previous answered.
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
+    /// Concurrent connections, each sending its next request when the previous answered. A
+    /// list (`1,8`) runs one measurement per value, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub connections: Vec<usize>,
     #[arg(long, default_value = "10s")]
     pub duration: String,
     #[arg(long, default_value = "1s")]
@@ -135,33 +136,51 @@ async fn gen_data(ctx: &Ctx, a: GenArgs) -> anyhow::Result<()> {
 }
 
 async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
-    let url = Url::parse(&a.url)?;
+    let url = Arc::new(Url::parse(&a.url)?);
     let body = match &a.body {
-        Some(p) => Some(Bytes::from(
-            std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        )),
+        Some(p) => Some(Bytes::from(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)),
         None => None,
     };
     let duration = Duration::from_secs(parse_duration(&a.duration)?);
     let warmup = Duration::from_secs(parse_duration(&a.warmup)?);
-    let url = Arc::new(url);
     // Check the endpoint answers successfully before measuring anything.
     let mut probe = Conn::open(&url.authority).await?;
     let (status, bytes) = send(&mut probe, &url, &body).await?;
     if !status.is_success() {
-        anyhow::bail!(
-            "{} answered {status}: {}",
-            a.url,
-            String::from_utf8_lossy(&bytes)
-        );
+        anyhow::bail!("{} answered {status}: {}", a.url, String::from_utf8_lossy(&bytes));
     }
-    let response_bytes = bytes.len();
     drop(probe);
-    let started = Instant::now();
-    let measure_from = started + warmup;
+    let mut reports = Vec::new();
+    for &connections in &a.connections {
+        let r = measure(&url, &body, connections.max(1), warmup, duration, bytes.len()).await?;
+        if !ctx.json() {
+            println!(
+                "{} conn(s), {:.0}s: {} requests, {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
+                r.connections, r.seconds, r.requests, r.requests_per_second, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.errors
+            );
+        }
+        reports.push(r);
+    }
+    if ctx.json() {
+        crate::output::json(&reports)?;
+    }
+    Ok(())
+}
+
+/// Closed-loop load: each connection sends its next request when the previous one answered.
+/// Requests started during the warm-up are not counted.
+async fn measure(
+    url: &Arc<Url>,
+    body: &Option<Bytes>,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    response_bytes: usize,
+) -> anyhow::Result<HttpReport> {
+    let measure_from = Instant::now() + warmup;
     let stop = measure_from + duration;
     let mut tasks = Vec::new();
-    for _ in 0..a.connections.max(1) {
+    for _ in 0..connections {
         let (url, body) = (url.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&url.authority).await?;
@@ -195,14 +214,11 @@ async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
         errors += e;
     }
     all.sort_unstable();
-    let q = |p: f64| {
-        all.get(((all.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |ns| *ns as f64 / 1e6)
-    };
+    let q = |p: f64| all.get(((all.len() as f64 - 1.0) * p).round() as usize).map_or(0.0, |ns| *ns as f64 / 1e6);
     let secs = duration.as_secs_f64();
-    let report = HttpReport {
-        url: a.url.clone(),
-        connections: a.connections,
+    Ok(HttpReport {
+        url: format!("http://{}{}", url.authority, url.path),
+        connections,
         seconds: secs,
         requests: all.len() as u64,
         errors,
@@ -212,23 +228,7 @@ async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
         p99_ms: q(0.99),
         max_ms: all.last().map_or(0.0, |ns| *ns as f64 / 1e6),
         response_bytes,
-    };
-    if ctx.json() {
-        return crate::output::json(&report);
-    }
-    println!(
-        "{} conn(s), {:.0}s: {} requests, {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
-        report.connections,
-        secs,
-        report.requests,
-        report.requests_per_second,
-        report.p50_ms,
-        report.p90_ms,
-        report.p99_ms,
-        report.max_ms,
-        report.errors
-    );
-    Ok(())
+    })
 }
 
 async fn send(
