@@ -52,7 +52,10 @@ mod tests {
     fn matches_feast_encoding() {
         assert_eq!(j(Value::Int64(1001)), "1001");
         // float32 widened exactly as Python prints the double.
-        assert_eq!(j(Value::Float32(0.879_963_636_398_315_4_f64 as f32)), "0.8799636363983154");
+        assert_eq!(
+            j(Value::Float32(0.879_963_636_398_315_4_f64 as f32)),
+            "0.8799636363983154"
+        );
         assert_eq!(j(Value::Float64(f64::NAN)), "\"NaN\"");
         assert_eq!(j(Value::Float32(f32::NEG_INFINITY)), "\"-Infinity\"");
         assert_eq!(j(Value::Bytes(b"hi".to_vec())), "\"aGk=\"");

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, Int64Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::DataType;
 
@@ -99,16 +99,43 @@ fn any_null(cols: &[ArrayRef]) -> Vec<bool> {
 /// The entity side of one partition.
 pub(crate) struct EntityRows<'a> {
     pub group: &'a [Option<u64>],
-    /// `None` for a null timestamp.
-    pub ts: &'a [Option<i64>],
+    pub ts: &'a Int64Array,
 }
 
 /// The feature side of one partition.
 pub(crate) struct FeatureRows<'a> {
     pub group: &'a [Option<u64>],
-    pub event_ts: &'a [Option<i64>],
+    pub event_ts: &'a Int64Array,
     /// `None` when the source has no created-timestamp column.
-    pub created_ts: Option<&'a [Option<i64>]>,
+    pub created_ts: Option<&'a Int64Array>,
+}
+
+/// A sort key: group id in the high half, a time (order-preserving as unsigned) in the low half.
+fn sort_key(group: u64, t: i64) -> u128 {
+    (u128::from(group) << 64) | u128::from((t as u64) ^ (1 << 63))
+}
+
+fn key_group(k: u128) -> u64 {
+    (k >> 64) as u64
+}
+
+fn key_time(k: u128) -> i64 {
+    ((k as u64) ^ (1 << 63)) as i64
+}
+
+/// Sorts by the first field, in parallel when there is enough to share out (a partition that
+/// is joined alone, the in-memory case, gets the whole pool).
+fn sort<T: Send>(v: &mut [(u128, T)]) {
+    use rayon::slice::ParallelSliceMut;
+    if v.len() > 32_768 {
+        v.par_sort_unstable_by_key(|x| x.0);
+    } else {
+        v.sort_unstable_by_key(|x| x.0);
+    }
+}
+
+fn get(a: &Int64Array, i: usize) -> Option<i64> {
+    a.is_valid(i).then(|| a.value(i))
 }
 
 /// For each entity row, the index of the feature row that the point-in-time join picks.
@@ -118,61 +145,62 @@ pub(crate) fn pit_match(
     ttl_micros: i64,
     cutoff: bool,
 ) -> Vec<Option<u32>> {
-    let mut ents: Vec<(u64, i64, u32)> = e
-        .group
-        .iter()
-        .zip(e.ts)
-        .enumerate()
-        .filter_map(|(i, (g, t))| Some(((*g)?, (*t)?, i as u32)))
+    // Order among equal keys does not matter on either side: entity rows are answered
+    // independently, and the best feature row is the maximum by rank over all eligible rows.
+    let mut ents: Vec<(u128, u32)> = (0..e.group.len())
+        .filter_map(|i| Some((sort_key(e.group[i]?, get(e.ts, i)?), i as u32)))
         .collect();
-    ents.sort_unstable();
+    sort(&mut ents);
 
-    // (group, eligible-at, index); the stable index keeps source order among equal times.
+    // Each feature row carries what its rank needs, so the merge reads memory in order:
+    // (group + eligible-at, (created, index)); the event time is the key's time unless the
+    // cut-off makes eligibility the later of event and created time.
     let cutoff = cutoff && f.created_ts.is_some();
-    let created = |i: usize| f.created_ts.map_or(Some(i64::MIN), |c| c[i]);
-    let mut feats: Vec<(u64, i64, u32)> = (0..f.group.len())
+    let mut feats: Vec<(u128, (i64, u32))> = (0..f.group.len())
         .filter_map(|i| {
             let g = f.group[i]?;
-            let ev = f.event_ts[i]?;
-            let eligible = if cutoff { ev.max(created(i)?) } else { ev };
-            Some((g, eligible, i as u32))
+            let ev = get(f.event_ts, i)?;
+            let cr = match f.created_ts {
+                None => i64::MIN,
+                Some(c) if cutoff => get(c, i)?,
+                Some(c) => get(c, i).unwrap_or(i64::MIN),
+            };
+            let eligible = if cutoff { ev.max(cr) } else { ev };
+            Some((sort_key(g, eligible), (cr, i as u32)))
         })
         .collect();
-    feats.sort_unstable();
+    sort(&mut feats);
 
-    let rank = |i: u32| {
-        let i = i as usize;
-        // Rows in `feats` have a non-null event time; a null created time ranks lowest.
-        (
-            f.event_ts[i].unwrap_or(i64::MIN),
-            created(i).unwrap_or(i64::MIN),
-            i,
-        )
-    };
     let mut out = vec![None; e.group.len()];
     let mut fi = 0;
     let mut group = None;
-    let mut best: Option<u32> = None;
-    for &(g, t, ei) in &ents {
+    let mut best: Option<(i64, i64, u32)> = None;
+    for &(k, ei) in &ents {
+        let (g, t) = (key_group(k), key_time(k));
         if group != Some(g) {
             group = Some(g);
             best = None;
-            while fi < feats.len() && feats[fi].0 < g {
+            while fi < feats.len() && key_group(feats[fi].0) < g {
                 fi += 1;
             }
         }
-        while fi < feats.len() && feats[fi].0 == g && feats[fi].1 <= t {
-            let cand = feats[fi].2;
-            if best.is_none_or(|b| rank(cand) > rank(b)) {
+        while fi < feats.len() && key_group(feats[fi].0) == g && key_time(feats[fi].0) <= t {
+            let (key, (cr, idx)) = feats[fi];
+            let ev = if cutoff {
+                f.event_ts.value(idx as usize)
+            } else {
+                key_time(key)
+            };
+            let cand = (ev, cr, idx);
+            if best.is_none_or(|b| cand > b) {
                 best = Some(cand);
             }
             fi += 1;
         }
-        if let Some(b) = best {
-            let ev = rank(b).0;
-            if ttl_micros == 0 || ev >= t.saturating_sub(ttl_micros) {
-                out[ei as usize] = Some(b);
-            }
+        if let Some((ev, _, idx)) = best
+            && (ttl_micros == 0 || ev >= t.saturating_sub(ttl_micros))
+        {
+            out[ei as usize] = Some(idx);
         }
     }
     out
@@ -191,12 +219,14 @@ mod tests {
         ttl: i64,
         cutoff: bool,
     ) -> Vec<Option<u32>> {
+        let (et, fe) = (Int64Array::from(et.to_vec()), Int64Array::from(fe.to_vec()));
+        let fc = fc.map(|c| Int64Array::from(c.to_vec()));
         pit_match(
-            &EntityRows { group: eg, ts: et },
+            &EntityRows { group: eg, ts: &et },
             &FeatureRows {
                 group: fg,
-                event_ts: fe,
-                created_ts: fc,
+                event_ts: &fe,
+                created_ts: fc.as_ref(),
             },
             ttl,
             cutoff,

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 use arrow_select::concat::concat;
 use arrow_select::filter::filter_record_batch;
@@ -161,8 +162,10 @@ pub fn build_dataset(
         path: tmp.clone(),
         source,
     })?;
+    // Feature values rarely repeat: dictionary encoding would cost time and save little.
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
         .build();
     let mut writer = ArrowWriter::try_new(file, plan.output_schema.clone(), Some(props))
         .map_err(|e| FeatureError::internal("writing the output", e))?;
@@ -348,8 +351,14 @@ impl JoinPlan {
         progress: &dyn Progress,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), FeatureError>,
     ) -> Result<DatasetStats, FeatureError> {
+        let started = std::time::Instant::now();
         let entities =
             EntityKeys::read(first, &self.key_columns, &self.timestamp_column, progress)?;
+        tracing::debug!(
+            rows = entities.len,
+            ms = started.elapsed().as_millis() as u64,
+            "read entity keys"
+        );
         let spill_root = tempdir_in(&opts.spill_dir)?;
         let mut stats = DatasetStats {
             entity_rows: entities.len as u64,
@@ -364,6 +373,10 @@ impl JoinPlan {
             stats.spilled_bytes += r.spilled_bytes;
             results.push(r);
         }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "joined every view"
+        );
         progress.begin("writing training set", entities.len as u64, "rows");
         let mut cursors: Vec<Vec<Cursor>> = results
             .iter()
@@ -384,6 +397,10 @@ impl JoinPlan {
             progress.inc(n as u64);
         }
         progress.end();
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "assembled the output"
+        );
         Ok(stats)
     }
 }
@@ -392,7 +409,7 @@ impl JoinPlan {
 struct EntityKeys {
     len: usize,
     columns: Vec<(String, ArrayRef)>,
-    ts: Vec<Option<i64>>,
+    ts: Int64Array,
     min_t: Option<i64>,
     max_t: Option<i64>,
 }
@@ -406,7 +423,8 @@ impl EntityKeys {
     ) -> Result<EntityKeys, FeatureError> {
         progress.begin("reading entity rows", 0, "rows");
         let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); keys.len()];
-        let mut ts = Vec::new();
+        let mut ts: Vec<i64> = Vec::new();
+        let mut ts_valid: Vec<bool> = Vec::new();
         for b in batches {
             let b = b?;
             for (i, k) in keys.iter().enumerate() {
@@ -421,7 +439,8 @@ impl EntityKeys {
                 .transpose()
                 .map_err(FeatureError::BadRequest)?;
             if let Some(t) = t {
-                ts.extend(t.iter());
+                ts.extend_from_slice(t.values());
+                ts_valid.extend((0..t.len()).map(|i| t.is_valid(i)));
             }
             progress.inc(b.num_rows() as u64);
         }
@@ -436,8 +455,9 @@ impl EntityKeys {
             };
             columns.push((k.clone(), col));
         }
-        let min_t = ts.iter().flatten().min().copied();
-        let max_t = ts.iter().flatten().max().copied();
+        let ts = Int64Array::new(ts.into(), Some(arrow_buffer::NullBuffer::from(ts_valid)));
+        let min_t = ts.iter().flatten().min();
+        let max_t = ts.iter().flatten().max();
         Ok(EntityKeys {
             len: ts.len(),
             columns,
@@ -500,6 +520,7 @@ fn join_view(
     spill_root: &Path,
     progress: &dyn Progress,
 ) -> Result<ViewResult, FeatureError> {
+    let view_started = std::time::Instant::now();
     let view = &req.view;
     let cols = SourceColumns::for_view(view, Some(&req.features))?;
     let schema = cols.normalized_schema();
@@ -556,10 +577,16 @@ fn join_view(
     let estimate = hint as usize * row_bytes;
     let threads = rayon::current_num_threads().max(1);
     let spill = estimate > opts.memory_budget;
+    // Partitions small enough to sort in cache beat one big sort even in memory; spilling,
+    // also enough that a few of them fit the memory budget at once.
     let partitions = opts.partitions.unwrap_or_else(|| {
-        let by_size = estimate.div_ceil((opts.memory_budget / (4 * threads)).max(1));
         let for_parallelism = if hint > 50_000 { 4 * threads } else { 1 };
-        by_size.max(for_parallelism).clamp(1, 4_096)
+        let for_memory = if spill {
+            estimate.div_ceil((opts.memory_budget / (4 * threads)).max(1))
+        } else {
+            1
+        };
+        for_parallelism.max(for_memory).clamp(1, 4_096)
     });
     let flush_rows =
         ((opts.memory_budget / 4) / partitions.max(1) / row_bytes).clamp(1_024, 1 << 20);
@@ -597,8 +624,12 @@ fn join_view(
         let norm = cols.normalize(&raw, &path)?;
         let keep = time_filter(&norm, range);
         let batch = norm.into_batch(&schema)?;
-        let batch = filter_record_batch(&batch, &keep)
-            .map_err(|e| FeatureError::internal("filtering", e))?;
+        let batch = if keep.true_count() == batch.num_rows() {
+            batch
+        } else {
+            filter_record_batch(&batch, &keep)
+                .map_err(|e| FeatureError::internal("filtering", e))?
+        };
         feature_rows += batch.num_rows() as u64;
         let keys: Vec<ArrayRef> = batch.columns()[..cols.keys.len()].to_vec();
         let pof = partition_of(&keys, partitions)?;
@@ -631,6 +662,7 @@ fn join_view(
     for p in &mut parts {
         p.seal()?;
     }
+    tracing::debug!(view = %view.name, rows = feature_rows, partitions, spill, ms = view_started.elapsed().as_millis() as u64, "scanned and partitioned");
     let mut spilled_bytes: u64 = parts.iter().map(|p| p.bytes_spilled).sum();
 
     // Join partitions in parallel.
@@ -658,23 +690,19 @@ fn join_view(
                 .map(|k| take(k, &local, None))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| FeatureError::internal("joining", e))?;
-            let ets: Vec<Option<i64>> = rows_of_part[p]
-                .iter()
-                .map(|&i| entities.ts[i as usize])
-                .collect();
+            let ets = take(&entities.ts, &local, None)
+                .map_err(|e| FeatureError::internal("joining", e))?;
+            let ets = ets.as_primitive::<arrow_array::types::Int64Type>();
             let (eg, fg) = group_ids(&ekeys, &feats.keys)?;
-            let fev: Vec<Option<i64>> = feats.event_ts.iter().collect();
-            let fcr: Option<Vec<Option<i64>>> =
-                feats.created_ts.as_ref().map(|c| c.iter().collect());
             let picks = pit_match(
                 &EntityRows {
                     group: &eg,
-                    ts: &ets,
+                    ts: ets,
                 },
                 &FeatureRows {
                     group: &fg,
-                    event_ts: &fev,
-                    created_ts: fcr.as_deref(),
+                    event_ts: &feats.event_ts,
+                    created_ts: feats.created_ts.as_ref(),
                 },
                 ttl,
                 opts.created_cutoff,
@@ -727,6 +755,9 @@ fn time_filter(norm: &Normalized, range: Option<(i64, i64)>) -> arrow_array::Boo
 /// Feature columns for a run of entity rows, given each row's partition: takes the next rows
 /// of every partition involved and interleaves them back into entity order.
 fn assemble(parts: &[u32], cursors: &mut [Cursor]) -> Result<Vec<ArrayRef>, FeatureError> {
+    if let [only] = cursors {
+        return Ok(only.take(parts.len())?.columns().to_vec());
+    }
     let mut count = vec![0usize; cursors.len()];
     for p in parts {
         count[*p as usize] += 1;

@@ -3,13 +3,21 @@
 //! The database is opened in redb's multi-writer mode so that `kiln serve` can keep reading
 //! while `kiln materialize` writes from another process; each batch is one write transaction,
 //! so a kill -9 leaves every batch either fully applied or not at all.
+//!
+//! In that mode every new read transaction locks and re-reads the file header (a mutex and a
+//! few system calls), which would dominate a one-key read. Reads therefore share a *snapshot*:
+//! one read transaction and its opened tables, reused for at most [`SNAPSHOT_MAX_AGE`] and
+//! replaced at once after this process writes. Another process's writes become visible within
+//! that age.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{
-    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableError,
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
 };
 
 use super::{BoxFuture, OnlineStore, StoredRow, ViewTable, WriteSummary, header};
@@ -20,11 +28,24 @@ use crate::StoreError;
 /// big request never stalls an async worker.
 const INLINE_READ_KEYS: usize = 32;
 
+/// How long reads may share one read transaction.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(5);
+
+type Table = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// One read transaction and the tables opened in it (`None`: the table does not exist).
+struct Snapshot {
+    at: Instant,
+    txn: ReadTransaction,
+    tables: Mutex<HashMap<String, Option<Arc<Table>>>>,
+}
+
 /// The redb backend.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
+    snapshot: Arc<RwLock<Option<Arc<Snapshot>>>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -63,7 +84,46 @@ impl RedbStore {
         Ok(RedbStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
+            snapshot: Arc::new(RwLock::new(None)),
         })
+    }
+
+    /// The current read snapshot, renewed when older than [`SNAPSHOT_MAX_AGE`].
+    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let current = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(s) = current.filter(|s| s.at.elapsed() < SNAPSHOT_MAX_AGE) {
+            return Ok(s);
+        }
+        let fresh = Arc::new(Snapshot {
+            at: Instant::now(),
+            txn: self.db.begin_read().map_err(|e| self.err(e))?,
+            tables: Mutex::new(HashMap::new()),
+        });
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Forgets the snapshot so the next read sees this process's latest commit.
+    fn invalidate(&self) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn table(&self, snap: &Snapshot, view: &str) -> Result<Option<Arc<Table>>, StoreError> {
+        let mut tables = snap.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables.get(view) {
+            return Ok(t.clone());
+        }
+        let t = match snap.txn.open_table(table_def(view)) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        tables.insert(view.to_string(), t.clone());
+        Ok(t)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -108,15 +168,14 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(|e| self.err(e))?;
+        self.invalidate();
         Ok(summary)
     }
 
     fn get_sync(&self, view: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<StoredRow>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(table_def(view)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
-            Err(e) => return Err(self.err(e)),
+        let snap = self.snapshot()?;
+        let Some(t) = self.table(&snap, view)? else {
+            return Ok(vec![None; keys.len()]);
         };
         keys.iter()
             .map(|k| match t.get(k.as_slice()).map_err(|e| self.err(e))? {
@@ -187,7 +246,9 @@ impl OnlineStore for RedbStore {
             blocking(self, move || {
                 let txn = me.db.begin_write().map_err(|e| me.err(e))?;
                 txn.delete_table(table_def(&view)).map_err(|e| me.err(e))?;
-                txn.commit().map_err(|e| me.err(e))
+                txn.commit().map_err(|e| me.err(e))?;
+                me.invalidate();
+                Ok(())
             })
             .await
         })

@@ -138,7 +138,9 @@ async fn gen_data(ctx: &Ctx, a: GenArgs) -> anyhow::Result<()> {
 async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
     let url = Arc::new(Url::parse(&a.url)?);
     let body = match &a.body {
-        Some(p) => Some(Bytes::from(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)),
+        Some(p) => Some(Bytes::from(
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )),
         None => None,
     };
     let duration = Duration::from_secs(parse_duration(&a.duration)?);
@@ -147,16 +149,36 @@ async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
     let mut probe = Conn::open(&url.authority).await?;
     let (status, bytes) = send(&mut probe, &url, &body).await?;
     if !status.is_success() {
-        anyhow::bail!("{} answered {status}: {}", a.url, String::from_utf8_lossy(&bytes));
+        anyhow::bail!(
+            "{} answered {status}: {}",
+            a.url,
+            String::from_utf8_lossy(&bytes)
+        );
     }
     drop(probe);
     let mut reports = Vec::new();
     for &connections in &a.connections {
-        let r = measure(&url, &body, connections.max(1), warmup, duration, bytes.len()).await?;
+        let r = measure(
+            &url,
+            &body,
+            connections.max(1),
+            warmup,
+            duration,
+            bytes.len(),
+        )
+        .await?;
         if !ctx.json() {
             println!(
                 "{} conn(s), {:.0}s: {} requests, {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
-                r.connections, r.seconds, r.requests, r.requests_per_second, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.errors
+                r.connections,
+                r.seconds,
+                r.requests,
+                r.requests_per_second,
+                r.p50_ms,
+                r.p90_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.errors
             );
         }
         reports.push(r);
@@ -214,7 +236,10 @@ async fn measure(
         errors += e;
     }
     all.sort_unstable();
-    let q = |p: f64| all.get(((all.len() as f64 - 1.0) * p).round() as usize).map_or(0.0, |ns| *ns as f64 / 1e6);
+    let q = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |ns| *ns as f64 / 1e6)
+    };
     let secs = duration.as_secs_f64();
     Ok(HttpReport {
         url: format!("http://{}{}", url.authority, url.path),
