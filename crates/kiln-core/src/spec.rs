@@ -92,9 +92,11 @@ pub struct ViewVersion {
 }
 
 impl ViewVersion {
-    /// The TTL in microseconds (0 = no limit).
+    /// The TTL in microseconds (0 = no limit); absurdly long ttls saturate.
     pub fn ttl_micros(&self) -> Micros {
-        (self.ttl_seconds as i64).saturating_mul(MICROS_PER_SECOND)
+        i64::try_from(self.ttl_seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(MICROS_PER_SECOND)
     }
 
     pub fn feature(&self, name: &str) -> Option<&Field> {
@@ -102,13 +104,24 @@ impl ViewVersion {
     }
 
     /// Whether a new declaration differs from this version in anything that defines the data
-    /// (schema, source, ttl, entities), so that it needs a new version.
+    /// (schema, ttl, entities, and where and how the source is read), so that it needs a new
+    /// version. A source's description or tags do not count.
     pub fn data_differs(&self, other: &ViewVersion) -> bool {
         self.entities != other.entities
             || self.join_keys != other.join_keys
-            || self.source != other.source
+            || !self.source.reads_like(&other.source)
             || self.ttl_seconds != other.ttl_seconds
             || self.features != other.features
+    }
+}
+
+impl SourceSpec {
+    /// Whether two sources read the same data the same way (name, path, timestamp columns).
+    pub fn reads_like(&self, other: &SourceSpec) -> bool {
+        self.name == other.name
+            && self.path == other.path
+            && self.timestamp_field == other.timestamp_field
+            && self.created_timestamp_column == other.created_timestamp_column
     }
 }
 

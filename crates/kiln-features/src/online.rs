@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use kiln_core::spec::ViewVersion;
+use kiln_core::spec::{Field, ViewVersion};
 use kiln_core::time::Micros;
 use kiln_core::value::ValueReader;
 use kiln_core::{FeatureRef, Value, key::entity_key};
@@ -27,7 +27,7 @@ struct CatalogView {
     online: bool,
     index: HashMap<String, usize>,
     /// Feature names of every version, version `n` at `n - 1`.
-    version_features: Vec<Vec<String>>,
+    version_features: Vec<Vec<Field>>,
 }
 
 /// The registry as serving sees it.
@@ -51,11 +51,7 @@ impl Catalog {
                     .enumerate()
                     .map(|(i, f)| (f.name.clone(), i))
                     .collect();
-                let version_features = v
-                    .versions
-                    .iter()
-                    .map(|x| x.features.iter().map(|f| f.name.clone()).collect())
-                    .collect();
+                let version_features = v.versions.iter().map(|x| x.features.clone()).collect();
                 (
                     v.name.clone(),
                     CatalogView {
@@ -248,7 +244,12 @@ pub async fn get_online_features(
             "entities must hold at least one row of join key values".into(),
         ));
     }
-    for (name, values) in &req.entities {
+    for (i, (name, values)) in req.entities.iter().enumerate() {
+        if req.entities[..i].iter().any(|(other, _)| other == name) {
+            return Err(FeatureError::BadRequest(format!(
+                "entity column {name:?} is given twice; give each join key once with one value per row"
+            )));
+        }
         if values.len() != n {
             return Err(FeatureError::BadRequest(format!(
                 "entity column {name:?} has {} values but {:?} has {n}; every column needs one value per row",
@@ -374,7 +375,9 @@ pub async fn get_online_features(
 }
 
 /// Decodes a stored payload into values positioned like the view's current features: `None`
-/// for a feature the writing version did not have.
+/// for a feature the writing version did not have with the same name and type. A row written by
+/// a version this catalog does not know yet (a newer one, registered since the catalog was
+/// built) reads as not found until the catalog catches up.
 fn decode_row(view: &CatalogView, payload: &[u8]) -> Result<Vec<Option<Value>>, String> {
     if payload.len() < 4 {
         return Err("payload shorter than its version header".into());
@@ -390,10 +393,12 @@ fn decode_row(view: &CatalogView, payload: &[u8]) -> Result<Vec<Option<Value>>, 
     if version == view.current.version {
         return Ok(values.into_iter().map(Some).collect());
     }
-    let written = view
-        .version_features
-        .get((version as usize).wrapping_sub(1))
-        .ok_or_else(|| format!("written by unknown version {version}"))?;
+    let Some(written) = (version as usize)
+        .checked_sub(1)
+        .and_then(|i| view.version_features.get(i))
+    else {
+        return Ok(vec![None; view.current.features.len()]);
+    };
     Ok(view
         .current
         .features
@@ -401,7 +406,7 @@ fn decode_row(view: &CatalogView, payload: &[u8]) -> Result<Vec<Option<Value>>, 
         .map(|f| {
             written
                 .iter()
-                .position(|w| w == &f.name)
+                .position(|w| w == f)
                 .and_then(|i| values.get(i).cloned())
         })
         .collect())

@@ -285,7 +285,7 @@ fn view_diffs(old: &ViewVersion, new: &ViewVersion) -> Vec<String> {
             fields(&new.join_keys)
         ));
     }
-    if old.source != new.source {
+    if !old.source.reads_like(&new.source) {
         if old.source.name != new.source.name {
             out.push(format!("source {} -> {}", old.source.name, new.source.name));
         } else {

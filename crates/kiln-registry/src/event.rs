@@ -46,7 +46,8 @@ pub enum Event {
     ServiceDeleted {
         name: String,
     },
-    /// Rows of `[start, end)` of a view version were written to the online store.
+    /// The rows of a view version with `start <= event time <= end` were written to the online
+    /// store.
     Materialized {
         view: String,
         version: u32,

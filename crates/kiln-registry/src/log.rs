@@ -149,18 +149,20 @@ impl Registry {
         if events.is_empty() {
             return Ok(expected_last_seq);
         }
+        let conflict = |found| RegistryError::Conflict {
+            expected: expected_last_seq,
+            found,
+        };
         let mut tx: Transaction<'static, Any> = self.pool.begin().await?;
         let found: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM kiln_events WHERE project = $1")
                 .bind(&self.project)
                 .fetch_one(&mut *tx)
-                .await?
+                .await
+                .map_err(|e| concurrent(e, || conflict(expected_last_seq)))?
                 .try_get("last")?;
         if found != expected_last_seq {
-            return Err(RegistryError::Conflict {
-                expected: expected_last_seq,
-                found,
-            });
+            return Err(conflict(found));
         }
         let at = now_micros();
         let mut seq = expected_last_seq;
@@ -173,7 +175,7 @@ impl Registry {
                     seq,
                     reason: e.to_string(),
                 })?;
-            let inserted = sqlx::query(
+            sqlx::query(
                 "INSERT INTO kiln_events (project, seq, at_us, kind, subject, payload) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&self.project)
@@ -183,21 +185,12 @@ impl Registry {
             .bind(event.subject())
             .bind(payload)
             .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                // Another writer committed the same sequence number between our check and our
-                // insert (possible on PostgreSQL under READ COMMITTED).
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(RegistryError::Conflict {
-                        expected: expected_last_seq,
-                        found: seq,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
+            .await
+            .map_err(|e| concurrent(e, || conflict(seq)))?;
         }
-        tx.commit().await?;
+        tx.commit()
+            .await
+            .map_err(|e| concurrent(e, || conflict(seq)))?;
         Ok(seq)
     }
 
@@ -205,6 +198,24 @@ impl Registry {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Maps the ways a concurrent writer shows up to `Conflict`: a duplicate sequence number
+/// (PostgreSQL under READ COMMITTED), or SQLite refusing the write lock because another
+/// connection holds it (`SQLITE_BUSY` / `SQLITE_LOCKED` and their extended codes).
+fn concurrent(e: sqlx::Error, conflict: impl FnOnce() -> RegistryError) -> RegistryError {
+    if let sqlx::Error::Database(db) = &e {
+        // SQLite codes are decimal numbers (extended codes keep the primary code in the low
+        // byte); PostgreSQL's SQLSTATEs are always five characters.
+        let sqlite_code = db
+            .code()
+            .filter(|c| c.len() < 5)
+            .and_then(|c| c.parse::<i64>().ok());
+        if db.is_unique_violation() || matches!(sqlite_code.map(|c| c & 0xff), Some(5 | 6)) {
+            return conflict();
+        }
+    }
+    RegistryError::Database(e)
 }
 
 /// Removes a password from a database URL (`postgres://user:secret@host` -> `user:***@host`).

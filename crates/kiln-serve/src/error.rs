@@ -19,6 +19,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            class: "FeastError",
+            message: message.into(),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,

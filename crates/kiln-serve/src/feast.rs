@@ -35,7 +35,12 @@ struct Request {
 impl Request {
     fn into_core(self) -> Result<OnlineRequest, ApiError> {
         let features = match (self.feature_service, self.features) {
-            (Some(s), _) => FeatureSelection::Service(s),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give either \"features\" or \"feature_service\", not both",
+                ));
+            }
+            (Some(s), None) => FeatureSelection::Service(s),
             (None, Some(f)) => FeatureSelection::Refs(f),
             (None, None) => {
                 return Err(ApiError::bad_request(
@@ -73,7 +78,7 @@ pub(crate) async fn get_online_features(
         kiln_features::online::get_online_features(&catalog, state.store(), &req, now_micros())
             .await?;
     let body = encode_response(&resp)
-        .map_err(|e| ApiError::bad_request(format!("cannot encode the response: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

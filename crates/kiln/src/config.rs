@@ -7,7 +7,7 @@
 //! for environment errors.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +171,9 @@ impl Config {
                 errors.push(format!("{}: {e}", path.display()));
             }
         }
+        // Each variable is checked against the file alone, so one bad value is reported once
+        // (and not again for every variable after it).
+        let file_table = errors.is_empty().then(|| table.clone());
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -181,11 +184,14 @@ impl Config {
                 continue;
             }
             set_path(&mut table, &keys, parse_env_value(value));
-            if let Err(e) = Config::deserialize(toml::Value::Table(table.clone())) {
-                errors.push(format!(
-                    "environment variable {name}={value:?}: {}",
-                    e.message().trim()
-                ));
+            if let Some(mut single) = file_table.clone() {
+                set_path(&mut single, &keys, parse_env_value(value));
+                if let Err(e) = Config::deserialize(toml::Value::Table(single)) {
+                    errors.push(format!(
+                        "environment variable {name}={value:?}: {}",
+                        e.message().trim()
+                    ));
+                }
             }
         }
         if !errors.is_empty() {
@@ -255,15 +261,6 @@ impl Config {
             _ => self.registry.url.clone(),
         }
     }
-
-    pub fn resolve(&self, project_dir: &Path, p: &str) -> PathBuf {
-        let path = Path::new(p);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            project_dir.join(path)
-        }
-    }
 }
 
 fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
@@ -310,7 +307,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+    fn write(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join(CONFIG_FILE);
         std::fs::write(&p, text).expect("write");

@@ -43,8 +43,10 @@ impl Project {
         }
     }
 
+    // Paths in the configuration are relative to the project directory (`Path::join` keeps
+    // absolute ones as they are).
     pub fn definitions_dir(&self) -> PathBuf {
-        self.config.resolve(&self.dir, &self.config.definitions)
+        self.dir.join(&self.config.definitions)
     }
 
     pub async fn registry(&self) -> anyhow::Result<Registry> {
@@ -54,9 +56,7 @@ impl Project {
     pub fn online_store(&self) -> anyhow::Result<Arc<dyn OnlineStore>> {
         Ok(match self.config.online_store.kind {
             OnlineStoreType::Redb => Arc::new(RedbStore::open(
-                &self
-                    .config
-                    .resolve(&self.dir, &self.config.online_store.path),
+                &self.dir.join(&self.config.online_store.path),
             )?),
             OnlineStoreType::Memory => Arc::new(MemoryStore::new()),
         })
@@ -64,7 +64,7 @@ impl Project {
 
     pub fn spill_dir(&self) -> PathBuf {
         match &self.config.offline_store.spill_dir {
-            Some(d) => self.config.resolve(&self.dir, d),
+            Some(d) => self.dir.join(d),
             None => std::env::temp_dir(),
         }
     }

@@ -112,6 +112,21 @@ pub(crate) fn validate(
             e.join_keys.get_ref(),
             &format!("{what}.join_keys"),
         );
+        // Keys are compared for equality and hashed: floats (NaN, -0.0) and bytes (no agreed
+        // JSON form) would make online and offline disagree.
+        for (i, k) in keys.iter().flatten().enumerate() {
+            if !matches!(
+                k.dtype,
+                ValueType::Int32 | ValueType::Int64 | ValueType::String
+            ) {
+                let span = e.join_keys.get_ref()[i].get_ref().dtype.span();
+                c.push(loc.diag(
+                    span,
+                    format!("{what}.join_keys[{i}].dtype"),
+                    format!("join keys must be int32, int64 or string, not {}", k.dtype),
+                ));
+            }
+        }
         if let (true, Some(keys)) = (named, keys) {
             entity_keys.insert(e.name.get_ref().clone(), keys.clone());
             out.entities.push(EntitySpec {
@@ -483,9 +498,20 @@ fn fields(c: &mut Checker, loc: &Loc, raw: &[Spanned<RawField>], what: &str) -> 
     ok.then_some(out)
 }
 
+/// The longest ttl accepted: a century. Longer is a typo; `0` means no expiry.
+const MAX_TTL_SECONDS: u64 = 100 * 365 * 86_400;
+
 fn ttl(v: &toml::Value) -> Result<u64, String> {
     match v {
-        toml::Value::String(s) => parse_duration(s).map_err(|e| e.to_string()),
+        toml::Value::String(s) => {
+            let secs = parse_duration(s).map_err(|e| e.to_string())?;
+            if secs > MAX_TTL_SECONDS {
+                return Err(format!(
+                    "ttl {s:?} is longer than 100 years; use \"0\" for no expiry"
+                ));
+            }
+            Ok(secs)
+        }
         toml::Value::Integer(0) => Ok(0),
         toml::Value::Integer(n) => Err(format!(
             "ttl {n} has no unit: write e.g. \"{n}s\", \"1h\" or \"1d\" (0 means no expiry)"

@@ -78,6 +78,10 @@ pub struct DatasetOptions {
     pub batch_size: usize,
     /// Force this many partitions (tests); chosen from the data size when `None`.
     pub partitions: Option<usize>,
+    /// Where each feature column goes in the output, listed in the order the views and their
+    /// features are given; empty keeps that order. Lets a caller group references by view
+    /// (each view is scanned once) and still get the columns in the order they were asked for.
+    pub feature_order: Vec<usize>,
 }
 
 impl Default for DatasetOptions {
@@ -90,6 +94,7 @@ impl Default for DatasetOptions {
             spill_dir: std::env::temp_dir(),
             batch_size: 65_536,
             partitions: None,
+            feature_order: Vec::new(),
         }
     }
 }
@@ -124,17 +129,22 @@ pub fn build_dataset(
     opts: &DatasetOptions,
     progress: &dyn Progress,
 ) -> Result<DatasetStats, FeatureError> {
-    let read = || -> Result<Batches, FeatureError> {
+    let not_parquet = |e: parquet::errors::ParquetError| FeatureError::Data {
+        path: entities.to_path_buf(),
+        message: format!("not a readable Parquet file: {e}"),
+    };
+    let open = || -> Result<ParquetRecordBatchReaderBuilder<File>, FeatureError> {
         let f = File::open(entities).map_err(|source| FeatureError::Io {
             path: entities.to_path_buf(),
             source,
         })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-            .and_then(|b| b.with_batch_size(opts.batch_size).build())
-            .map_err(|e| FeatureError::Data {
-                path: entities.to_path_buf(),
-                message: format!("not a readable Parquet file: {e}"),
-            })?;
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(not_parquet)
+    };
+    let read = |builder: ParquetRecordBatchReaderBuilder<File>| -> Result<Batches, FeatureError> {
+        let reader = builder
+            .with_batch_size(opts.batch_size)
+            .build()
+            .map_err(not_parquet)?;
         let path = entities.to_path_buf();
         Ok(Box::new(reader.map(move |b| {
             b.map_err(|e| FeatureError::Data {
@@ -143,23 +153,52 @@ pub fn build_dataset(
             })
         })))
     };
-    let schema = {
-        let f = File::open(entities).map_err(|source| FeatureError::Io {
-            path: entities.to_path_buf(),
+    let first = open()?;
+    let plan = JoinPlan::new(
+        first.schema(),
+        &views,
+        opts,
+        &entities.display().to_string(),
+    )?;
+    let tmp = out.with_extension("parquet.partial");
+    let result = write_output(
+        &tmp,
+        &plan,
+        || read(first),
+        || read(open()?),
+        views,
+        opts,
+        progress,
+    )
+    .and_then(|stats| {
+        std::fs::rename(&tmp, out).map_err(|source| FeatureError::Io {
+            path: out.to_path_buf(),
             source,
         })?;
-        ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(|e| FeatureError::Data {
-                path: entities.to_path_buf(),
-                message: format!("not a readable Parquet file: {e}"),
-            })?
-            .schema()
-            .clone()
+        Ok(stats)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Runs the join, streaming the output into a Parquet file at `tmp`.
+fn write_output(
+    tmp: &Path,
+    plan: &JoinPlan,
+    first: impl FnOnce() -> Result<Batches, FeatureError>,
+    again: impl FnOnce() -> Result<Batches, FeatureError>,
+    views: Vec<(ViewRequest, FeatureInput)>,
+    opts: &DatasetOptions,
+    progress: &dyn Progress,
+) -> Result<DatasetStats, FeatureError> {
+    let io = |e: parquet::errors::ParquetError| FeatureError::Io {
+        path: tmp.to_path_buf(),
+        source: std::io::Error::other(e),
     };
-    let plan = JoinPlan::new(&schema, &views, opts, &entities.display().to_string())?;
-    let tmp = out.with_extension("parquet.partial");
-    let file = File::create(&tmp).map_err(|source| FeatureError::Io {
-        path: tmp.clone(),
+    let file = File::create(tmp).map_err(|source| FeatureError::Io {
+        path: tmp.to_path_buf(),
         source,
     })?;
     // Feature values rarely repeat: dictionary encoding would cost time and save little.
@@ -167,22 +206,12 @@ pub fn build_dataset(
         .set_compression(Compression::SNAPPY)
         .set_dictionary_enabled(false)
         .build();
-    let mut writer = ArrowWriter::try_new(file, plan.output_schema.clone(), Some(props))
-        .map_err(|e| FeatureError::internal("writing the output", e))?;
-    let stats = plan.run(read()?, read, views, opts, progress, &mut |batch| {
-        writer.write(&batch).map_err(|e| FeatureError::Io {
-            path: tmp.clone(),
-            source: std::io::Error::other(e),
-        })
+    let mut writer =
+        ArrowWriter::try_new(file, plan.output_schema.clone(), Some(props)).map_err(io)?;
+    let stats = plan.run(first()?, again, views, opts, progress, &mut |batch| {
+        writer.write(&batch).map_err(io)
     })?;
-    writer.close().map_err(|e| FeatureError::Io {
-        path: tmp.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::rename(&tmp, out).map_err(|source| FeatureError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    writer.close().map_err(io)?;
     Ok(stats)
 }
 
@@ -219,6 +248,9 @@ pub fn join_batches(
 /// Checked inputs and the output shape.
 struct JoinPlan {
     output_schema: SchemaRef,
+    /// Output position of each feature column, in the order the views produce them.
+    feature_order: Vec<usize>,
+    entity_columns: usize,
     timestamp_column: String,
     /// Every join-key column needed, by name.
     key_columns: Vec<String>,
@@ -327,14 +359,42 @@ impl JoinPlan {
                 };
                 if !names.insert(name.clone()) {
                     return Err(FeatureError::BadRequest(format!(
-                        "output column {name:?} would appear twice (a feature named like an entity column or another feature); use --full-feature-names"
+                        "output column {name:?} would appear twice: {}",
+                        if opts.full_feature_names {
+                            "the same feature of the same view is requested twice (two versions of one view share their column names)"
+                        } else {
+                            "a feature is named like an entity column or like a feature of another view; use --full-feature-names"
+                        }
                     )));
                 }
                 fields.push(ArrowField::new(name, f.dtype.arrow_type(), true));
             }
         }
+        let entity_columns = entity_schema.fields().len();
+        let features = fields.split_off(entity_columns);
+        let feature_order = if opts.feature_order.is_empty() {
+            (0..features.len()).collect()
+        } else {
+            let mut sorted = opts.feature_order.clone();
+            sorted.sort_unstable();
+            if sorted != (0..features.len()).collect::<Vec<_>>() {
+                return Err(FeatureError::BadRequest(format!(
+                    "feature_order {:?} is not an ordering of the {} requested features",
+                    opts.feature_order,
+                    features.len()
+                )));
+            }
+            opts.feature_order.clone()
+        };
+        let mut ordered: Vec<Option<ArrowField>> = vec![None; features.len()];
+        for (f, pos) in features.into_iter().zip(&feature_order) {
+            ordered[*pos] = Some(f);
+        }
+        fields.extend(ordered.into_iter().flatten());
         Ok(JoinPlan {
             output_schema: Arc::new(Schema::new(fields)),
+            feature_order,
+            entity_columns,
             timestamp_column,
             key_columns,
         })
@@ -365,8 +425,11 @@ impl JoinPlan {
             ..Default::default()
         };
         let mut results = Vec::new();
-        for (req, input) in views {
-            let r = join_view(&entities, &req, input, opts, &spill_root.path, progress)?;
+        for (i, (req, input)) in views.into_iter().enumerate() {
+            let dir = spill_root
+                .path
+                .join(format!("{i}_{}_v{}", req.view.name, req.view.version));
+            let r = join_view(&entities, &req, input, opts, &dir, progress)?;
             stats.feature_rows.push(r.feature_rows);
             stats.matched.push(r.matched);
             stats.partitions.push(r.spills.len());
@@ -386,10 +449,30 @@ impl JoinPlan {
         for batch in again()? {
             let batch = batch?;
             let n = batch.num_rows();
-            let mut cols = batch.columns().to_vec();
-            for (r, cursors) in results.iter().zip(cursors.iter_mut()) {
-                cols.extend(assemble(&r.part_of_row[offset..offset + n], cursors)?);
+            if n == 0 {
+                continue;
             }
+            let rows = offset..offset + n;
+            let mut features = Vec::new();
+            for (r, cursors) in results.iter().zip(cursors.iter_mut()) {
+                let parts = r.part_of_row.get(rows.clone()).ok_or_else(|| {
+                    FeatureError::BadRequest(
+                        "the entity rows changed while the training set was being built".into(),
+                    )
+                })?;
+                features.extend(assemble(parts, cursors)?);
+            }
+            let mut ordered: Vec<Option<ArrayRef>> = vec![None; features.len()];
+            for (c, pos) in features.into_iter().zip(&self.feature_order) {
+                ordered[*pos] = Some(c);
+            }
+            let mut cols = batch.columns().to_vec();
+            if cols.len() != self.entity_columns {
+                return Err(FeatureError::BadRequest(
+                    "entity row batches do not all have the same columns".into(),
+                ));
+            }
+            cols.extend(ordered.into_iter().flatten());
             let out = RecordBatch::try_new(self.output_schema.clone(), cols)
                 .map_err(|e| FeatureError::internal("output", e))?;
             sink(out)?;
@@ -427,21 +510,16 @@ impl EntityKeys {
         let mut ts_valid: Vec<bool> = Vec::new();
         for b in batches {
             let b = b?;
+            let missing = |c: &str| {
+                FeatureError::BadRequest(format!("a batch of entity rows has no column {c:?}"))
+            };
             for (i, k) in keys.iter().enumerate() {
-                // The plan checked that every key column exists.
-                if let Some(c) = b.column_by_name(k) {
-                    parts[i].push(c.clone());
-                }
+                parts[i].push(b.column_by_name(k).ok_or_else(|| missing(k))?.clone());
             }
-            let t = b
-                .column_by_name(ts_col)
-                .map(timestamps_micros)
-                .transpose()
+            let t = timestamps_micros(b.column_by_name(ts_col).ok_or_else(|| missing(ts_col))?)
                 .map_err(FeatureError::BadRequest)?;
-            if let Some(t) = t {
-                ts.extend_from_slice(t.values());
-                ts_valid.extend((0..t.len()).map(|i| t.is_valid(i)));
-            }
+            ts.extend_from_slice(t.values());
+            ts_valid.extend((0..t.len()).map(|i| t.is_valid(i)));
             progress.inc(b.num_rows() as u64);
         }
         progress.end();
@@ -517,7 +595,7 @@ fn join_view(
     req: &ViewRequest,
     input: FeatureInput,
     opts: &DatasetOptions,
-    spill_root: &Path,
+    view_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<ViewResult, FeatureError> {
     let view_started = std::time::Instant::now();
@@ -590,10 +668,9 @@ fn join_view(
     });
     let flush_rows =
         ((opts.memory_budget / 4) / partitions.max(1) / row_bytes).clamp(1_024, 1 << 20);
-    let view_dir = spill_root.join(format!("{}_v{}", view.name, view.version));
     if spill {
-        std::fs::create_dir_all(&view_dir).map_err(|source| FeatureError::Io {
-            path: view_dir.clone(),
+        std::fs::create_dir_all(view_dir).map_err(|source| FeatureError::Io {
+            path: view_dir.to_path_buf(),
             source,
         })?;
     }

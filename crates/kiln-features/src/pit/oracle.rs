@@ -8,45 +8,46 @@ use kiln_store::offline::timestamps_micros;
 
 use super::ViewRequest;
 use crate::source::{SourceColumns, cast_to};
-use crate::value_at;
+use crate::{FeatureError, value_at};
 
 /// For each entity row, the requested features of every view in order (nulls where nothing
-/// matches). `entities` must hold the join-key columns and `ts_col`.
+/// matches). `entities` must hold the join-key columns and `ts_col`; each view needs at least
+/// one (possibly empty) batch.
 pub fn oracle_join(
     entities: &RecordBatch,
     ts_col: &str,
     views: &[(ViewRequest, Vec<RecordBatch>)],
     created_cutoff: bool,
-) -> Vec<Vec<Value>> {
+) -> Result<Vec<Vec<Value>>, FeatureError> {
+    let bad = |what: &str| FeatureError::BadRequest(format!("oracle: {what}"));
     let n = entities.num_rows();
     let ts = entities
         .column_by_name(ts_col)
         .and_then(|c| timestamps_micros(c).ok())
-        .expect("oracle: entity timestamps");
+        .ok_or_else(|| bad("no entity timestamps"))?;
     let mut out = vec![Vec::new(); n];
     for (req, batches) in views {
-        let cols =
-            SourceColumns::for_view(&req.view, Some(&req.features)).expect("oracle: features");
+        let cols = SourceColumns::for_view(&req.view, Some(&req.features))?;
         let schema = batches
             .first()
             .map(|b| b.schema())
-            .expect("oracle: at least one (possibly empty) batch");
-        let all = concat_batches(&schema, batches).expect("oracle: concat");
-        let norm = cols
-            .normalize(&all, std::path::Path::new("oracle"))
-            .expect("oracle: normalise");
+            .ok_or_else(|| bad("a view without batches"))?;
+        let all = concat_batches(&schema, batches).map_err(|e| bad(&e.to_string()))?;
+        let norm = cols.normalize(&all, std::path::Path::new("oracle"))?;
         let ekeys: Vec<ArrayRef> = req
             .view
             .join_keys
             .iter()
             .map(|k| {
                 cast_to(
-                    entities.column_by_name(&k.name).expect("oracle: key"),
+                    entities
+                        .column_by_name(&k.name)
+                        .ok_or_else(|| bad("missing key column"))?,
                     &k.dtype.arrow_type(),
                 )
-                .expect("oracle: cast")
+                .map_err(|e| bad(&e.to_string()))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let has_created = norm.created_ts.is_some();
         let ttl = req.view.ttl_micros();
         for (row, out_row) in out.iter_mut().enumerate() {
@@ -81,5 +82,5 @@ pub fn oracle_join(
             }
         }
     }
-    out
+    Ok(out)
 }

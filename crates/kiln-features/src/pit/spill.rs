@@ -82,6 +82,7 @@ pub(crate) struct Spill {
     spill_path: Option<PathBuf>,
     flush_rows: usize,
     pub(crate) rows: u64,
+    /// Size of the spill file once sealed.
     pub(crate) bytes_spilled: u64,
 }
 
@@ -129,7 +130,6 @@ impl Spill {
             self.file = Some((path.clone(), w));
         }
         let batch = concat_batches(&self.schema, &self.buffered).map_err(|e| spill_err(path, e))?;
-        self.bytes_spilled += batch.get_array_memory_size() as u64;
         if let Some((p, w)) = &mut self.file {
             w.write(&batch).map_err(|e| spill_err(p, e))?;
         }
@@ -144,6 +144,7 @@ impl Spill {
             self.flush()?;
             if let Some((p, w)) = &mut self.file {
                 w.finish().map_err(|e| spill_err(p, e))?;
+                self.bytes_spilled = std::fs::metadata(p.as_path()).map_or(0, |m| m.len());
             }
         }
         Ok(())

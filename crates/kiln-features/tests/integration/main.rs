@@ -2,4 +2,5 @@
 //! against its brute-force oracle, materialization into real stores, online retrieval.
 
 mod common;
+mod online;
 mod pit;

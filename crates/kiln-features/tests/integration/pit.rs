@@ -107,7 +107,7 @@ proptest! {
         // Feed the entity rows in several batches to exercise output assembly across chunks.
         let chunks: Vec<RecordBatch> = (0..entities.num_rows()).step_by(7).map(|o| entities.slice(o, 7.min(entities.num_rows() - o))).collect();
         let (out, stats) = join_batches(&chunks, views, &opts).expect("join");
-        let expected = oracle_join(&entities, "event_timestamp", &oracle_views, cutoff);
+        let expected = oracle_join(&entities, "event_timestamp", &oracle_views, cutoff).expect("oracle");
 
         prop_assert_eq!(out.num_rows(), entity_rows.len());
         prop_assert_eq!(stats.entity_rows as usize, entity_rows.len());
@@ -187,4 +187,66 @@ fn output_names_follow_feast_and_collisions_are_refused() {
     )
     .expect_err("missing key");
     assert!(e.to_string().contains("driver_id"), "{e}");
+}
+
+#[test]
+fn columns_come_out_in_the_requested_order() {
+    let keys = [("driver_id", ValueType::Int64)];
+    let a = view(
+        "a",
+        &keys,
+        0,
+        false,
+        &[("x", ValueType::Float64), ("z", ValueType::Float64)],
+    );
+    let b = view("b", &keys, 0, false, &[("y", ValueType::Float64)]);
+    let entities = batch(vec![
+        ("driver_id", i64s(&[Some(1)])),
+        ("event_timestamp", times(&[Some(5)])),
+    ]);
+    let rows_a = batch(vec![
+        ("driver_id", i64s(&[Some(1)])),
+        ("ts", times(&[Some(1)])),
+        ("x", f64s(&[Some(1.0)])),
+        ("z", f64s(&[Some(3.0)])),
+    ]);
+    let rows_b = batch(vec![
+        ("driver_id", i64s(&[Some(1)])),
+        ("ts", times(&[Some(1)])),
+        ("y", f64s(&[Some(2.0)])),
+    ]);
+    // Asked for a:x, b:y, a:z; grouped by view that is a:[x, z], b:[y] -> slots [0, 2, 1].
+    let opts = DatasetOptions {
+        feature_order: vec![0, 2, 1],
+        ..DatasetOptions::default()
+    };
+    let views = vec![
+        (
+            ViewRequest {
+                view: a,
+                features: vec!["x".into(), "z".into()],
+            },
+            FeatureInput::Batches(vec![rows_a]),
+        ),
+        (
+            ViewRequest {
+                view: b,
+                features: vec!["y".into()],
+            },
+            FeatureInput::Batches(vec![rows_b]),
+        ),
+    ];
+    let (out, _) = join_batches(std::slice::from_ref(&entities), views, &opts).expect("join");
+    let schema = out.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["driver_id", "event_timestamp", "x", "y", "z"]);
+    let values: Vec<Value> = (2..5).map(|c| value_at(out.column(c), 0)).collect();
+    assert_eq!(
+        values,
+        [
+            Value::Float64(1.0),
+            Value::Float64(2.0),
+            Value::Float64(3.0)
+        ]
+    );
 }

@@ -183,3 +183,31 @@ async fn lineage_follows_source_to_service() {
         assert!(lineage(&state, "nope").is_err());
     }
 }
+
+#[tokio::test]
+async fn concurrent_writers_get_conflicts_not_database_errors() {
+    for (url, _guard) in backends() {
+        let project = unique_project("race");
+        let a = Registry::open(&url, &project).await.expect("opens");
+        let b = Registry::open(&url, &project).await.expect("opens");
+        for round in 0..10 {
+            let last = a.last_seq().await.expect("seq");
+            let ev = |n: &str| {
+                [Event::EntityDeleted {
+                    name: format!("{n}{round}"),
+                }]
+            };
+            let (ea, eb) = (ev("a"), ev("b"));
+            let (ra, rb) = tokio::join!(a.append(last, &ea), b.append(last, &eb));
+            let ok = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+            for r in [&ra, &rb] {
+                assert!(
+                    r.is_ok() || matches!(r, Err(RegistryError::Conflict { .. })),
+                    "{url}: {r:?}"
+                );
+            }
+            assert!(ok <= 1, "{url}: both writers appended at #{last}");
+            assert_eq!(a.last_seq().await.expect("seq"), last + ok as i64);
+        }
+    }
+}

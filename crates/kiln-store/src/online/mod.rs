@@ -41,10 +41,15 @@ impl StoredRow {
     /// The stored byte form: event timestamp, created timestamp, payload.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.payload.len());
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Appends the stored byte form to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.event_ts.to_le_bytes());
         out.extend_from_slice(&self.created_ts.to_le_bytes());
         out.extend_from_slice(&self.payload);
-        out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<StoredRow, String> {

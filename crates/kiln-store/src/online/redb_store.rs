@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -46,6 +47,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
     snapshot: Arc<RwLock<Option<Arc<Snapshot>>>>,
+    /// Bumped by every write of this process; a snapshot begun before a bump is not kept.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -81,11 +84,14 @@ impl RedbStore {
                     message: other.to_string(),
                 },
             })?;
-        Ok(RedbStore {
+        let store = RedbStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
             snapshot: Arc::new(RwLock::new(None)),
-        })
+            generation: Arc::new(AtomicU64::new(0)),
+        };
+        release_idle_snapshots(Arc::downgrade(&store.snapshot));
+        Ok(store)
     }
 
     /// The current read snapshot, renewed when older than [`SNAPSHOT_MAX_AGE`].
@@ -98,18 +104,26 @@ impl RedbStore {
         if let Some(s) = current.filter(|s| s.at.elapsed() < SNAPSHOT_MAX_AGE) {
             return Ok(s);
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let fresh = Arc::new(Snapshot {
             at: Instant::now(),
             txn: self.db.begin_read().map_err(|e| self.err(e))?,
             tables: Mutex::new(HashMap::new()),
         });
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+        let mut slot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        // A write committed while this snapshot was being taken may not be in it: use it for
+        // this read (which overlapped the write), but do not keep it for later ones.
+        if self.generation.load(Ordering::Acquire) == generation {
+            *slot = Some(fresh.clone());
+        }
         Ok(fresh)
     }
 
     /// Forgets the snapshot so the next read sees this process's latest commit.
     fn invalidate(&self) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut slot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *slot = None;
     }
 
     fn table(&self, snap: &Snapshot, view: &str) -> Result<Option<Arc<Table>>, StoreError> {
@@ -159,9 +173,7 @@ impl RedbStore {
                     continue;
                 }
                 buf.clear();
-                buf.extend_from_slice(&row.event_ts.to_le_bytes());
-                buf.extend_from_slice(&row.created_ts.to_le_bytes());
-                buf.extend_from_slice(&row.payload);
+                row.write_to(&mut buf);
                 t.insert(key.as_slice(), buf.as_slice())
                     .map_err(|e| self.err(e))?;
                 summary.written += 1;
@@ -201,6 +213,30 @@ impl RedbStore {
             key,
             reason,
         }
+    }
+}
+
+/// Drops a snapshot nobody has renewed for a while, so an idle server does not pin old pages
+/// that writers in other processes could otherwise reuse. Ends when the store is dropped.
+fn release_idle_snapshots(slot: Weak<RwLock<Option<Arc<Snapshot>>>>) {
+    let spawned = std::thread::Builder::new()
+        .name("kiln-redb-snapshots".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(slot) = slot.upgrade() else { return };
+                let mut s = slot.write().unwrap_or_else(|p| p.into_inner());
+                if s.as_ref()
+                    .is_some_and(|s| s.at.elapsed() >= SNAPSHOT_MAX_AGE)
+                {
+                    *s = None;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread, snapshots are still renewed on every read after SNAPSHOT_MAX_AGE;
+        // only an idle process keeps its last one.
+        tracing::warn!(error = %e, "cannot start the thread that releases idle redb snapshots");
     }
 }
 

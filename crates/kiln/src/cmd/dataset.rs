@@ -44,10 +44,12 @@ pub struct BuildArgs {
     pub timestamp_column: Option<String>,
 }
 
-/// Resolves `view[@vN]:feature` references into per-view requests, in order of appearance.
-pub fn requests(state: &State, refs: &[String]) -> anyhow::Result<Vec<ViewRequest>> {
+/// Resolves `view[@vN]:feature` references into per-view requests (each view version is read
+/// once), and the output position of each feature so that columns come out in request order.
+pub fn requests(state: &State, refs: &[String]) -> anyhow::Result<(Vec<ViewRequest>, Vec<usize>)> {
     let mut out: Vec<ViewRequest> = Vec::new();
-    for r in refs {
+    let mut slots: Vec<Vec<usize>> = Vec::new();
+    for (pos, r) in refs.iter().enumerate() {
         let (view_part, feature) = r.split_once(':').ok_or_else(|| {
             anyhow::anyhow!("feature {r:?} must be written view:feature (or view@vN:feature)")
         })?;
@@ -73,17 +75,23 @@ pub fn requests(state: &State, refs: &[String]) -> anyhow::Result<Vec<ViewReques
             );
         }
         match out
-            .iter_mut()
-            .find(|q| q.view.name == vv.name && q.view.version == vv.version)
+            .iter()
+            .position(|q| q.view.name == vv.name && q.view.version == vv.version)
         {
-            Some(q) => q.features.push(feature.to_string()),
-            None => out.push(ViewRequest {
-                view: vv.clone(),
-                features: vec![feature.to_string()],
-            }),
+            Some(i) => {
+                out[i].features.push(feature.to_string());
+                slots[i].push(pos);
+            }
+            None => {
+                out.push(ViewRequest {
+                    view: vv.clone(),
+                    features: vec![feature.to_string()],
+                });
+                slots.push(vec![pos]);
+            }
         }
     }
-    Ok(out)
+    Ok((out, slots.concat()))
 }
 
 pub async fn run(ctx: &Ctx, cmd: DatasetCmd) -> anyhow::Result<()> {
@@ -99,19 +107,28 @@ pub async fn run(ctx: &Ctx, cmd: DatasetCmd) -> anyhow::Result<()> {
             .collect(),
         None => a.features.clone(),
     };
-    let reqs = requests(&state, &refs)?;
+    let (reqs, feature_order) = requests(&state, &refs)?;
+    if a.created_cutoff {
+        for r in reqs
+            .iter()
+            .filter(|r| r.view.source.created_timestamp_column.is_none())
+        {
+            tracing::warn!(view = %r.view.name, "--created-cutoff has no effect: the source {} has no created timestamp column", r.view.source.name);
+        }
+    }
     let opts = DatasetOptions {
         full_feature_names: a.full_feature_names,
         created_cutoff: a.created_cutoff,
         timestamp_column: a.timestamp_column.clone(),
         memory_budget: (project.config.offline_store.memory_budget_mb as usize) << 20,
         spill_dir: project.spill_dir(),
+        feature_order,
         ..DatasetOptions::default()
     };
     let views = reqs
         .into_iter()
         .map(|r| {
-            let path = project.config.resolve(&project.dir, &r.view.source.path);
+            let path = project.dir.join(&r.view.source.path);
             (r, FeatureInput::Parquet(path))
         })
         .collect();

@@ -45,10 +45,9 @@ pub async fn run(ctx: &Ctx, cmd: FeaturesCmd) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--entity {e:?}: write KEY=VALUE[,VALUE...]"))?;
         let values = vals
             .split(',')
-            .map(|v| {
-                serde_json::from_str::<serde_json::Value>(v)
-                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string()))
-            })
+            // As text: the join key's declared type decides how it is read ("1.50" stays a
+            // string for a string key, "1001" becomes an integer for an int64 key).
+            .map(|v| serde_json::Value::String(v.to_string()))
             .collect();
         entities.push((k.to_string(), values));
     }

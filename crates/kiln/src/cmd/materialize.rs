@@ -73,8 +73,12 @@ pub async fn materialize(
     } else {
         a.views
             .iter()
-            .map(|n| state.view(n))
-            .collect::<Result<_, _>>()?
+            .map(|n| match state.view(n) {
+                Ok(v) if !v.online => Err(anyhow::anyhow!("feature view {n:?} is not online (online = false in its definition); nothing to materialize")),
+                Ok(v) => Ok(v),
+                Err(e) => Err(e.into()),
+            })
+            .collect::<anyhow::Result<_>>()?
     };
     if project.config.online_store.kind == crate::config::OnlineStoreType::Memory {
         tracing::warn!(
@@ -88,7 +92,7 @@ pub async fn materialize(
         let start = if a.incremental {
             match v.materialized.get(&view.version) {
                 Some(m) => m.watermark,
-                None if view.ttl_seconds > 0 => end - view.ttl_micros(),
+                None if view.ttl_seconds > 0 => end.saturating_sub(view.ttl_micros()),
                 None => i64::MIN,
             }
         } else {

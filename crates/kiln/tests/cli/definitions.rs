@@ -137,6 +137,10 @@ name = "driver_hourly_stats"
 entities = ["driver"]
 source = "driver_stats"
 schema = [{ name = "acc_rate", dtype = "float32" }]
+
+[[entity]]
+name = "zone"
+join_keys = [{ name = "lat", dtype = "float64" }]
 "#;
     p.write("features/driver.toml", bad);
     let err = fails(p.run(&["apply"]));
@@ -149,6 +153,7 @@ schema = [{ name = "acc_rate", dtype = "float32" }]
         "\"conv_rate\" is declared int64 but the column in data/driver_stats.parquet is Float32",
         "column \"not_a_column\" is not in data/driver_stats.parquet",
         "duplicate feature_view name \"driver_hourly_stats\"",
+        "entity[zone].join_keys[0].dtype: join keys must be int32, int64 or string, not float64",
         "nothing was registered",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
