@@ -282,7 +282,8 @@ impl Iterator for ParquetScan {
     }
 }
 
-fn column_list(schema: &SchemaRef) -> String {
+/// The column names of a schema, comma separated, for messages.
+pub fn column_list(schema: &SchemaRef) -> String {
     schema
         .fields()
         .iter()

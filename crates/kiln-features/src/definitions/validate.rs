@@ -8,6 +8,7 @@ use arrow_schema::SchemaRef;
 use kiln_core::spec::{EntitySpec, FeatureServiceSpec, FeatureViewSpec, Field, Meta, SourceSpec};
 use kiln_core::time::parse_duration;
 use kiln_core::{FeatureRef, ValueType};
+use kiln_store::offline::column_list;
 use toml::Spanned;
 
 use super::raw::{Loc, ParsedFile, RawField};
@@ -180,7 +181,7 @@ pub(crate) fn validate(
                             "column {:?} is not in {} (columns: {})",
                             col.get_ref(),
                             s.path.get_ref(),
-                            columns(schema)
+                            column_list(schema)
                         ),
                     )),
                 };
@@ -554,21 +555,12 @@ fn column_fits(
                 format!(
                     "column {:?} is not in {path} (columns: {})",
                     name.get_ref(),
-                    columns(schema)
+                    column_list(schema)
                 ),
             ));
             false
         }
     }
-}
-
-fn columns(schema: &SchemaRef) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn list_or_none(mut names: Vec<&str>) -> String {

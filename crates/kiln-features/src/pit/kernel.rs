@@ -23,6 +23,20 @@ use arrow_schema::DataType;
 
 use crate::FeatureError;
 
+/// The values of a single integer join key (the common case, which skips row encoding), or
+/// `None` for other key types.
+pub(crate) fn int_key(a: &ArrayRef) -> Option<Box<dyn Iterator<Item = Option<i64>> + '_>> {
+    match a.data_type() {
+        DataType::Int64 => Some(Box::new(a.as_primitive::<Int64Type>().iter())),
+        DataType::Int32 => Some(Box::new(
+            a.as_primitive::<Int32Type>()
+                .iter()
+                .map(|v| v.map(i64::from)),
+        )),
+        _ => None,
+    }
+}
+
 /// A group id per row; `None` for a row with a null key.
 pub(crate) type GroupIds = Vec<Option<u64>>;
 
@@ -32,28 +46,13 @@ pub(crate) fn group_ids(
     entity_keys: &[ArrayRef],
     feature_keys: &[ArrayRef],
 ) -> Result<(GroupIds, GroupIds), FeatureError> {
-    if let ([e], [f]) = (entity_keys, feature_keys) {
-        match (e.data_type(), f.data_type()) {
-            (DataType::Int64, DataType::Int64) => {
-                let ids = |a: &ArrayRef| {
-                    a.as_primitive::<Int64Type>()
-                        .iter()
-                        .map(|v| v.map(|v| v as u64))
-                        .collect()
-                };
-                return Ok((ids(e), ids(f)));
-            }
-            (DataType::Int32, DataType::Int32) => {
-                let ids = |a: &ArrayRef| {
-                    a.as_primitive::<Int32Type>()
-                        .iter()
-                        .map(|v| v.map(|v| v as u32 as u64))
-                        .collect()
-                };
-                return Ok((ids(e), ids(f)));
-            }
-            _ => {}
-        }
+    if let ([e], [f]) = (entity_keys, feature_keys)
+        && let (Some(ei), Some(fi)) = (int_key(e), int_key(f))
+    {
+        let ids = |it: Box<dyn Iterator<Item = Option<i64>> + '_>| {
+            it.map(|v| v.map(|v| v as u64)).collect()
+        };
+        return Ok((ids(ei), ids(fi)));
     }
     // General case: encode the key tuple with arrow-row and number the distinct encodings.
     let fields = entity_keys

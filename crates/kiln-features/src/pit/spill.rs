@@ -5,13 +5,11 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::SchemaRef;
 use arrow_select::concat::concat_batches;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -29,34 +27,16 @@ pub(crate) fn partition_of(keys: &[ArrayRef], partitions: usize) -> Result<Vec<u
     }
     let p = partitions as u64;
     let bucket = |h: u64| (h % p) as u32;
-    if let [k] = keys {
-        match k.data_type() {
-            DataType::Int64 => {
-                let a = k.as_primitive::<Int64Type>();
-                return Ok((0..n)
-                    .map(|i| {
-                        if a.is_null(i) {
-                            0
-                        } else {
-                            bucket(xxh3_64_with_seed(&a.value(i).to_le_bytes(), HASH_SEED))
-                        }
-                    })
-                    .collect());
-            }
-            DataType::Int32 => {
-                let a = k.as_primitive::<Int32Type>();
-                return Ok((0..n)
-                    .map(|i| {
-                        if a.is_null(i) {
-                            0
-                        } else {
-                            bucket(xxh3_64_with_seed(&a.value(i).to_le_bytes(), HASH_SEED))
-                        }
-                    })
-                    .collect());
-            }
-            _ => {}
-        }
+    if let [k] = keys
+        && let Some(values) = super::kernel::int_key(k)
+    {
+        return Ok(values
+            .map(|v| {
+                v.map_or(0, |v| {
+                    bucket(xxh3_64_with_seed(&v.to_le_bytes(), HASH_SEED))
+                })
+            })
+            .collect());
     }
     let conv = RowConverter::new(
         keys.iter()
