@@ -33,21 +33,25 @@ struct Node {
     left: u32,
 }
 
-/// The same tree for the branch-free path of models without categorical splits: a leaf loops
-/// to itself (`step == 0`), so every tree can be walked a fixed number of steps, several trees
-/// in lock step, without asking whether a node is a leaf.
+/// The same tree for the branch-free path of models without categorical splits and with at
+/// most [`FAST_MAX_FEATURES`] features. The row is expanded into [`FAST_ROW`] slots: feature
+/// `f` at `f` with a missing value as +inf (so it goes right) and at `64 + f` with a missing
+/// value as -inf (so it goes left), and -inf at [`FAST_LEAF`]. A split reads the slot that
+/// gives its default direction; a leaf reads the -inf slot and loops to itself. One step of
+/// any node is then `left + (x[slot] >= value)`, with no test for NaN or for leaves, so a
+/// fixed number of steps walks every tree, several trees in lock step.
 #[derive(Debug, Clone, Copy)]
 struct FastNode {
-    /// Feature index (0 for a leaf), with [`DEFAULT_LEFT`] and, for a split, [`SPLIT`].
-    feature: u32,
+    slot: u32,
     /// The threshold of a split, the value of a leaf.
     value: f32,
     /// Left child, or the node itself for a leaf.
     left: u32,
 }
 
-/// Marks a split in [`FastNode::feature`]; its bit, shifted down, masks the move right.
-const SPLIT: u32 = CATEGORICAL;
+const FAST_MAX_FEATURES: usize = 63;
+const FAST_ROW: usize = 128;
+const FAST_LEAF: u32 = 127;
 
 /// Trees walked together in the branch-free path.
 const LANES: usize = 8;
@@ -353,7 +357,7 @@ impl XgboostModel {
             Some(n) if n.len() == n_features => n,
             _ => (0..n_features).map(|i| format!("f{i}")).collect(),
         };
-        if m.cat_sets.is_empty() {
+        if m.cat_sets.is_empty() && n_features <= FAST_MAX_FEATURES {
             m.fast = Some(m.fast_layout());
         }
         Ok(m)
@@ -368,13 +372,19 @@ impl XgboostModel {
             .map(|(i, n)| {
                 if n.feature == LEAF {
                     FastNode {
-                        feature: DEFAULT_LEFT,
+                        slot: FAST_LEAF,
                         value: n.value,
                         left: i as u32,
                     }
                 } else {
+                    let f = n.feature & FEATURE;
+                    let slot = if n.feature & DEFAULT_LEFT != 0 {
+                        64 + f
+                    } else {
+                        f
+                    };
                     FastNode {
-                        feature: n.feature | SPLIT,
+                        slot,
                         value: n.value,
                         left: n.left,
                     }
@@ -383,7 +393,7 @@ impl XgboostModel {
             .collect();
         let pad = nodes.len() as u32;
         nodes.push(FastNode {
-            feature: DEFAULT_LEFT,
+            slot: FAST_LEAF,
             value: 0.0,
             left: pad,
         });
@@ -415,28 +425,12 @@ impl XgboostModel {
     /// Adds every tree's leaf for `row` to `margins`, walking [`LANES`] trees at a time in lock
     /// step so their independent memory loads overlap. Sums still run in tree order.
     fn add_trees_fast(&self, nodes: &[FastNode], depths: &[u32], row: &[f64], margins: &mut [f32]) {
-        // The row as XGBoost sees it (f32), once. Up to 64 features it lives in a fixed-size
-        // array indexed with a mask, which needs no bounds check in the hot loop.
-        if row.len() <= 64 {
-            let mut x = [0f32; 64];
-            for (d, s) in x.iter_mut().zip(row) {
-                *d = *s as f32;
-            }
-            self.walk(nodes, depths, margins, |f| x[f as usize & 63]);
-        } else {
-            let x: Vec<f32> = row.iter().map(|v| *v as f32).collect();
-            self.walk(nodes, depths, margins, |f| x[f as usize]);
+        let mut x = [f32::NEG_INFINITY; FAST_ROW];
+        for (f, v) in row.iter().enumerate() {
+            let v = *v as f32;
+            x[f] = if v.is_nan() { f32::INFINITY } else { v };
+            x[64 + f] = if v.is_nan() { f32::NEG_INFINITY } else { v };
         }
-    }
-
-    #[inline(always)]
-    fn walk(
-        &self,
-        nodes: &[FastNode],
-        depths: &[u32],
-        margins: &mut [f32],
-        x: impl Fn(u32) -> f32,
-    ) {
         // The last node is a padding leaf (value 0) that fills lanes past the last tree.
         let pad = (nodes.len() - 1) as u32;
         for first in (0..self.roots.len()).step_by(LANES) {
@@ -451,11 +445,7 @@ impl XgboostModel {
             for _ in 0..steps {
                 for i in &mut at {
                     let n = nodes[*i as usize];
-                    let v = x(n.feature & FEATURE);
-                    // NaN compares false: a missing value goes right unless it defaults left.
-                    let right = u32::from(v >= n.value)
-                        | (u32::from(v.is_nan()) & u32::from(n.feature & DEFAULT_LEFT == 0));
-                    *i = n.left + (right & ((n.feature >> 30) & 1));
+                    *i = n.left + u32::from(x[n.slot as usize & (FAST_ROW - 1)] >= n.value);
                 }
             }
             for (lane, i) in at.iter().take(lanes).enumerate() {
