@@ -3,10 +3,12 @@
 //!
 //! - `decision_type` bits: 1 = categorical, 2 = default left, bits 3-4 = missing type
 //!   (0 none, 1 zero, 2 NaN).
+//! - Inputs within 1e-35 (as f32) of zero are read as 0.
 //! - Numerical split: a NaN becomes 0 unless the missing type is NaN; a missing value (zero
 //!   with missing type zero, NaN with missing type NaN) follows the default direction; else
 //!   `x <= threshold` goes left.
-//! - Categorical split: NaN and negative values go right; otherwise the integer value goes left
+//! - Categorical split: the value is truncated to an integer; NaN, negative and out-of-range
+//!   values go right; otherwise it goes left
 //!   when its bit is set in the node's `cat_threshold` bitset (`cat_boundaries` delimits each
 //!   node's words).
 //! - Multiclass models store `num_tree_per_iteration` trees per iteration, tree `i` scoring
@@ -22,6 +24,8 @@ const LEAF: u32 = u32::MAX;
 const CATEGORICAL: u8 = 1;
 const DEFAULT_LEFT: u8 = 2;
 const BLOCK: usize = 64;
+/// LightGBM's `kZeroThreshold` (1e-35f): inputs this close to zero are zero.
+const ZERO_THRESHOLD: f64 = 1.000_000_018_002_509_5e-35;
 
 /// One node; children adjacent (`left`, `left + 1`). A leaf has `feature == LEAF` and its value
 /// in `value`; a categorical split has its bitset index in `value`.
@@ -418,21 +422,22 @@ impl LightGbmModel {
                 return n.value;
             }
             let mut x = row[n.feature as usize];
+            // LightGBM reads values within its zero threshold as exactly 0.
+            if x.abs() <= ZERO_THRESHOLD {
+                x = 0.0;
+            }
             let right = if n.decision & CATEGORICAL != 0 {
-                // LightGBM casts to int: NaN and negatives are not categories (right).
-                x.is_nan() || x < 0.0 || !self.in_set(n.value as usize, x.trunc())
+                // As `static_cast<int>`: truncation toward zero, then NaN, negatives and values
+                // beyond an int are not categories (right).
+                let c = x.trunc();
+                x.is_nan() || c < 0.0 || c >= 2_147_483_648.0 || !self.in_set(n.value as usize, c)
             } else {
                 let missing = (n.decision >> 2) & 3;
                 if x.is_nan() && missing != 2 {
                     x = 0.0;
                 }
-                let is_missing =
-                    (missing == 1 && x > -1e-35 && x <= 1e-35) || (missing == 2 && x.is_nan());
-                if is_missing {
-                    n.decision & DEFAULT_LEFT == 0
-                } else {
-                    x > n.value
-                }
+                let is_missing = (missing == 1 && x == 0.0) || (missing == 2 && x.is_nan());
+                if is_missing { n.decision & DEFAULT_LEFT == 0 } else { x > n.value }
             };
             i = n.left as usize + usize::from(right);
         }

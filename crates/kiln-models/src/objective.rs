@@ -69,7 +69,8 @@ impl Link {
             Link::Sigmoid { scale } | Link::SigmoidPerClass { scale } => {
                 let scale = scale as f32;
                 for (o, m) in out.iter_mut().zip(margins) {
-                    *o = f64::from(1.0f32 / (1.0f32 + (-scale * m).exp()));
+                    // XGBoost: 1 / (expf(min(-x, 88.7)) + 1), clamped against overflow.
+                    *o = f64::from(1.0f32 / ((-scale * m).min(88.7).exp() + 1.0f32));
                 }
             }
             Link::Exp => {
@@ -78,11 +79,10 @@ impl Link {
                 }
             }
             Link::Softmax => {
+                // XGBoost: f32 exponentials of x - max, summed in f64, divided by the f32 sum.
                 let max = margins.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for m in margins {
-                    sum += (m - max).exp();
-                }
+                let sum: f64 = margins.iter().map(|m| f64::from((m - max).exp())).sum();
+                let sum = sum as f32;
                 for (o, m) in out.iter_mut().zip(margins) {
                     *o = f64::from((m - max).exp() / sum);
                 }

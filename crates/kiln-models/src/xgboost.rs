@@ -607,11 +607,11 @@ impl XgboostModel {
         (self.cat_sets.len() - 1) as u32
     }
 
-    /// Whether category `x` is in set `set` (XGBoost sends members right).
+    /// Whether category `x` is in set `set` (XGBoost sends members right). Negative values and
+    /// values of 2^24 or more are not categories (left); others are truncated, as XGBoost casts.
     fn in_set(&self, set: u32, x: f64) -> bool {
         let x = x as f32;
-        // Negative, fractional or huge values are not categories: XGBoost sends them left.
-        if !((0.0..16_777_216.0).contains(&x) && x.fract() == 0.0) {
+        if !(0.0..16_777_216.0).contains(&x) {
             return false;
         }
         let (start, words) = self.cat_sets[set as usize];
