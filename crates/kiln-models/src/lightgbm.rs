@@ -437,7 +437,11 @@ impl LightGbmModel {
                     x = 0.0;
                 }
                 let is_missing = (missing == 1 && x == 0.0) || (missing == 2 && x.is_nan());
-                if is_missing { n.decision & DEFAULT_LEFT == 0 } else { x > n.value }
+                if is_missing {
+                    n.decision & DEFAULT_LEFT == 0
+                } else {
+                    x > n.value
+                }
             };
             i = n.left as usize + usize::from(right);
         }
