@@ -430,7 +430,7 @@ impl LightGbmModel {
                 // As `static_cast<int>`: truncation toward zero, then NaN, negatives and values
                 // beyond an int are not categories (right).
                 let c = x.trunc();
-                x.is_nan() || c < 0.0 || c >= 2_147_483_648.0 || !self.in_set(n.value as usize, c)
+                !(0.0..2_147_483_648.0).contains(&c) || !self.in_set(n.value as usize, c)
             } else {
                 let missing = (n.decision >> 2) & 3;
                 if x.is_nan() && missing != 2 {
