@@ -133,3 +133,73 @@ pub struct FeatureServiceSpec {
     #[serde(flatten)]
     pub meta: Meta,
 }
+
+/// Where a model version is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    None,
+    Staging,
+    Production,
+    Archived,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::None => "none",
+            Stage::Staging => "staging",
+            Stage::Production => "production",
+            Stage::Archived => "archived",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Stage::None),
+            "staging" => Ok(Stage::Staging),
+            "production" | "prod" => Ok(Stage::Production),
+            "archived" => Ok(Stage::Archived),
+            other => Err(format!(
+                "unknown stage {other:?} (expected none, staging, production or archived)"
+            )),
+        }
+    }
+}
+
+/// One immutable version of a registered model: its artifact, what it takes and gives, and
+/// where its inputs come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u32,
+    /// `xgboost`, `lightgbm`, ...
+    pub format: String,
+    /// The artifact's key in the artifact store.
+    pub artifact: String,
+    /// Hex SHA-256 of the artifact, checked when it is loaded.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// Input features in the order the model takes them.
+    pub inputs: Vec<String>,
+    pub n_outputs: usize,
+    pub objective: String,
+    /// The feature service that provides the inputs, if any.
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: Micros,
+}

@@ -1,7 +1,9 @@
 //! The events the registry log records. Each is a fact about the past ("view X got version 3"),
 //! never an instruction, so replaying them always yields the same state.
 
-use kiln_core::spec::{EntitySpec, FeatureServiceSpec, Meta, SourceSpec, ViewVersion};
+use kiln_core::spec::{
+    EntitySpec, FeatureServiceSpec, Meta, ModelVersion, SourceSpec, Stage, ViewVersion,
+};
 use kiln_core::time::Micros;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,16 @@ pub enum Event {
     ServiceDeleted {
         name: String,
     },
+    /// A new immutable model version (stage `none`).
+    ModelVersionRegistered {
+        version: ModelVersion,
+    },
+    /// A model version moved to another stage.
+    ModelStageChanged {
+        name: String,
+        version: u32,
+        stage: Stage,
+    },
     /// The rows of a view version with `start <= event time <= end` were written to the online
     /// store.
     Materialized {
@@ -71,6 +83,8 @@ impl Event {
             Event::ServiceApplied { .. } => "service_applied",
             Event::ServiceDeleted { .. } => "service_deleted",
             Event::Materialized { .. } => "materialized",
+            Event::ModelVersionRegistered { .. } => "model_version_registered",
+            Event::ModelStageChanged { .. } => "model_stage_changed",
         }
     }
 
@@ -84,6 +98,10 @@ impl Event {
                 format!("{}@v{}", version.name, version.version)
             }
             Event::Materialized { view, version, .. } => format!("{view}@v{version}"),
+            Event::ModelVersionRegistered { version } => {
+                format!("{}@v{}", version.name, version.version)
+            }
+            Event::ModelStageChanged { name, version, .. } => format!("{name}@v{version}"),
             Event::EntityDeleted { name }
             | Event::SourceDeleted { name }
             | Event::ViewUpdated { name, .. }

@@ -21,4 +21,4 @@ pub use error::RegistryError;
 pub use event::{Event, EventRecord};
 pub use lineage::{Lineage, LineageEdge, LineageNode, lineage};
 pub use log::Registry;
-pub use state::{MaterializationRecord, State, ViewState};
+pub use state::{MaterializationRecord, ModelState, ModelVersionState, State, ViewState};

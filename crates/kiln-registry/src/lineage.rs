@@ -1,4 +1,5 @@
-//! Lineage: which sources feed which view versions, and which services consume them.
+//! Lineage: which sources feed which view versions, which services consume them, and which
+//! model versions read those services.
 //!
 //! The full graph is built from the state (source -> view@version for every version,
 //! view@current -> service for every service), then cut down to what lies upstream and
@@ -26,6 +27,11 @@ pub enum LineageNode {
     Service {
         name: String,
     },
+    Model {
+        name: String,
+        version: u32,
+        stage: String,
+    },
 }
 
 impl LineageNode {
@@ -35,6 +41,7 @@ impl LineageNode {
             LineageNode::Source { name, .. } => format!("source:{name}"),
             LineageNode::View { name, version, .. } => format!("view:{name}@v{version}"),
             LineageNode::Service { name } => format!("service:{name}"),
+            LineageNode::Model { name, version, .. } => format!("model:{name}@v{version}"),
         }
     }
 }
@@ -61,13 +68,13 @@ pub fn lineage(state: &State, name: &str) -> Result<Lineage, RegistryError> {
         .iter()
         .filter(|n| match n {
             LineageNode::Source { name: s, .. } | LineageNode::Service { name: s } => s == name,
-            LineageNode::View { name: v, .. } => v == name,
+            LineageNode::View { name: v, .. } | LineageNode::Model { name: v, .. } => v == name,
         })
         .map(LineageNode::id)
         .collect();
     if roots.is_empty() {
         return Err(RegistryError::NotFound {
-            kind: "source, feature view or feature service",
+            kind: "source, feature view, feature service or model",
             name: name.to_string(),
             hint: String::new(),
         });
@@ -147,6 +154,22 @@ fn full_graph(state: &State) -> (Vec<LineageNode>, Vec<LineageEdge>) {
             }
         }
         nodes.insert(node);
+    }
+    for model in state.models.values() {
+        for v in &model.versions {
+            let node = LineageNode::Model {
+                name: model.name.clone(),
+                version: v.spec.version,
+                stage: v.stage.to_string(),
+            };
+            if let Some(service) = &v.spec.feature_service {
+                edges.insert(LineageEdge {
+                    from: format!("service:{service}"),
+                    to: node.id(),
+                });
+            }
+            nodes.insert(node);
+        }
     }
     (nodes.into_iter().collect(), edges.into_iter().collect())
 }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::spec::{EntitySpec, FeatureServiceSpec, Meta, SourceSpec, ViewVersion};
+use kiln_core::spec::{
+    EntitySpec, FeatureServiceSpec, Meta, ModelVersion, SourceSpec, Stage, ViewVersion,
+};
 use kiln_core::time::Micros;
 use serde::Serialize;
 
@@ -17,6 +19,38 @@ pub struct State {
     /// Every view ever registered, deleted ones included (their versions stay readable).
     pub views: BTreeMap<String, ViewState>,
     pub services: BTreeMap<String, FeatureServiceSpec>,
+    pub models: BTreeMap<String, ModelState>,
+}
+
+/// A registered model: its versions, each with its stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelState {
+    pub name: String,
+    /// Version `n` at index `n - 1`.
+    pub versions: Vec<ModelVersionState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelVersionState {
+    #[serde(flatten)]
+    pub spec: ModelVersion,
+    pub stage: Stage,
+}
+
+impl ModelState {
+    pub fn version(&self, n: u32) -> Option<&ModelVersionState> {
+        n.checked_sub(1).and_then(|i| self.versions.get(i as usize))
+    }
+
+    /// The version in production, if any.
+    pub fn production(&self) -> Option<&ModelVersionState> {
+        self.versions.iter().find(|v| v.stage == Stage::Production)
+    }
+
+    pub fn latest(&self) -> &ModelVersionState {
+        // Invariant: a ModelState is created by ModelVersionRegistered, which pushes a version.
+        &self.versions[self.versions.len() - 1]
+    }
 }
 
 /// A feature view's history and current metadata.
@@ -142,6 +176,52 @@ impl State {
             Event::ServiceDeleted { name } => {
                 self.services.remove(name);
             }
+            Event::ModelVersionRegistered { version } => {
+                let model = self
+                    .models
+                    .entry(version.name.clone())
+                    .or_insert_with(|| ModelState {
+                        name: version.name.clone(),
+                        versions: Vec::new(),
+                    });
+                let expected = model.versions.len() as u32 + 1;
+                if version.version != expected {
+                    return Err(corrupt(format!(
+                        "model {} jumps to version {} (expected {expected})",
+                        version.name, version.version
+                    )));
+                }
+                model.versions.push(ModelVersionState {
+                    spec: version.clone(),
+                    stage: Stage::None,
+                });
+            }
+            Event::ModelStageChanged {
+                name,
+                version,
+                stage,
+            } => {
+                let model = self
+                    .models
+                    .get_mut(name)
+                    .ok_or_else(|| corrupt(format!("stage change of unknown model {name}")))?;
+                if model.version(*version).is_none() {
+                    return Err(corrupt(format!(
+                        "stage change of unknown version {name}@v{version}"
+                    )));
+                }
+                // One production version at a time: promoting a version archives the previous one.
+                if *stage == Stage::Production {
+                    for v in model
+                        .versions
+                        .iter_mut()
+                        .filter(|v| v.stage == Stage::Production)
+                    {
+                        v.stage = Stage::Archived;
+                    }
+                }
+                model.versions[*version as usize - 1].stage = *stage;
+            }
             Event::Materialized {
                 view,
                 version,
@@ -223,6 +303,29 @@ impl State {
                 self.services.keys().map(String::as_str),
             )
         })
+    }
+
+    pub fn model(&self, name: &str) -> Result<&ModelState, RegistryError> {
+        self.models
+            .get(name)
+            .ok_or_else(|| self.not_found("model", name, self.models.keys().map(String::as_str)))
+    }
+
+    /// A model version, or the production version (else the latest) when none is given.
+    pub fn model_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<&ModelVersionState, RegistryError> {
+        let model = self.model(name)?;
+        match version {
+            Some(n) => model.version(n).ok_or_else(|| RegistryError::NotFound {
+                kind: "model version",
+                name: format!("{name}@v{n}"),
+                hint: format!(" (it has versions 1 to {})", model.versions.len()),
+            }),
+            None => Ok(model.production().unwrap_or_else(|| model.latest())),
+        }
     }
 
     pub fn live_views(&self) -> impl Iterator<Item = &ViewState> {

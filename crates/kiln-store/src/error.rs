@@ -34,6 +34,9 @@ pub enum StoreError {
     )]
     Locked { path: PathBuf },
 
+    #[error("artifact store {location}: {message}")]
+    Artifact { location: String, message: String },
+
     #[error("stored row for key {key} in view {view} is corrupt: {reason}")]
     CorruptRow {
         view: String,
@@ -51,7 +54,8 @@ impl StoreError {
             | StoreError::Data { .. }
             | StoreError::NoParquetFiles { .. }
             | StoreError::Online { .. }
-            | StoreError::CorruptRow { .. } => false,
+            | StoreError::CorruptRow { .. }
+            | StoreError::Artifact { .. } => false,
         }
     }
 }

@@ -6,7 +6,10 @@
 //!   redb (the default) and an in-memory one.
 //! - [`offline`]: Parquet files on disk, read with projection and row-group pruning on the
 //!   event-timestamp statistics, timestamps normalised to UTC microseconds.
+//! - [`artifacts`]: model files and other blobs by key, through `object_store` (a directory
+//!   by default).
 
+pub mod artifacts;
 mod error;
 pub mod offline;
 pub mod online;

@@ -31,6 +31,28 @@ pub struct Config {
     pub offline_store: OfflineStoreConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Where model files are kept: a directory, relative to the project.
+    #[serde(default = "default_artifacts")]
+    pub url: String,
+}
+
+fn default_artifacts() -> String {
+    ".kiln/artifacts".into()
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            url: default_artifacts(),
+        }
+    }
 }
 
 fn default_definitions() -> String {

@@ -62,6 +62,13 @@ impl Project {
         })
     }
 
+    pub fn artifacts(&self) -> anyhow::Result<kiln_store::artifacts::ArtifactStore> {
+        Ok(kiln_store::artifacts::ArtifactStore::open(
+            &self.config.artifacts.url,
+            &self.dir,
+        )?)
+    }
+
     pub fn spill_dir(&self) -> PathBuf {
         match &self.config.offline_store.spill_dir {
             Some(d) => self.dir.join(d),

@@ -83,6 +83,17 @@ pub async fn registry(ctx: &Ctx, cmd: RegistryCmd) -> anyhow::Result<()> {
 
 fn summary(e: &Event) -> String {
     match e {
+        Event::ModelVersionRegistered { version } => format!(
+            "{} model, {} inputs{}",
+            version.format,
+            version.inputs.len(),
+            version
+                .feature_service
+                .as_ref()
+                .map(|s| format!(" from service {s}"))
+                .unwrap_or_default()
+        ),
+        Event::ModelStageChanged { stage, .. } => format!("stage {stage}"),
         Event::ViewVersionCreated { version, .. } => format!(
             "{} features, ttl {}, source {}",
             version.features.len(),
@@ -348,6 +359,11 @@ pub async fn lineage(ctx: &Ctx, a: LineageArgs) -> anyhow::Result<()> {
             if *current { " (current)" } else { "" }
         ),
         LineageNode::Service { name } => format!("service {name}"),
+        LineageNode::Model {
+            name,
+            version,
+            stage,
+        } => format!("model {name}@v{version} ({stage})"),
     };
     let by_id = |id: &str| {
         l.nodes

@@ -8,6 +8,7 @@ mod features;
 mod init;
 mod inspect;
 mod materialize;
+mod models;
 mod serve;
 
 use std::path::PathBuf;
@@ -69,6 +70,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: features::FeaturesCmd,
     },
+    /// The model registry: register, list, show, promote, archive.
+    Models {
+        #[command(subcommand)]
+        cmd: models::ModelsCmd,
+    },
     /// Watch Kiln work end to end on a temporary example project.
     Demo(demo::DemoArgs),
     /// Benchmark helpers: data generation and an HTTP load generator.
@@ -91,6 +97,7 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Materialize(a) => materialize::run(&ctx, a).await,
         Command::Serve(a) => serve::run(&ctx, a).await,
         Command::Features { cmd } => features::run(&ctx, cmd).await,
+        Command::Models { cmd } => models::run(&ctx, cmd).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
         Command::Bench { cmd } => bench::run(&ctx, cmd).await,
     }

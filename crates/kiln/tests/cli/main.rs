@@ -5,4 +5,5 @@ mod common;
 mod dataset;
 mod definitions;
 mod materialize;
+mod models;
 mod serve;

@@ -1,0 +1,362 @@
+//! `kiln models`: the model registry. A registered version is immutable: its artifact is copied
+//! into the artifact store, checked to load, and recorded with its input signature; stages
+//! (none, staging, production, archived) move by registry events.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kiln_core::ValueType;
+use kiln_core::spec::{ModelVersion, Stage};
+use kiln_core::time::{format_timestamp, now_micros};
+use kiln_models::Format;
+use kiln_registry::{Event, State};
+use kiln_store::artifacts::sha256_hex;
+
+use super::Ctx;
+use crate::output::{json, table};
+
+#[derive(clap::Subcommand)]
+pub enum ModelsCmd {
+    /// Register a new version of a model from a file.
+    Register(RegisterArgs),
+    /// All models, or the versions of one.
+    List { name: Option<String> },
+    /// One version in full (default: the production version, else the latest).
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Move a version to a stage (default production; the previous production version is archived).
+    Promote {
+        name: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(long, default_value = "production")]
+        stage: String,
+    },
+    /// Archive a version.
+    Archive {
+        name: String,
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    pub name: String,
+    /// The model file (XGBoost JSON or LightGBM text).
+    #[arg(long)]
+    pub path: PathBuf,
+    #[arg(long)]
+    pub format: String,
+    /// The feature service that provides the model's inputs; checked against them now.
+    #[arg(long)]
+    pub feature_service: Option<String>,
+    /// The input features in order, when the model file does not name them.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Metrics to record, as key=value (repeatable).
+    #[arg(long = "metrics", value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
+    let project = ctx.project()?;
+    let registry = project.registry().await?;
+    let state = registry.state().await?;
+    match cmd {
+        ModelsCmd::Register(a) => {
+            let version = register(&state, &project, &a).await?;
+            registry
+                .append(
+                    state.last_seq,
+                    &[Event::ModelVersionRegistered {
+                        version: version.clone(),
+                    }],
+                )
+                .await?;
+            if ctx.json() {
+                return json(&version);
+            }
+            println!(
+                "Registered {}@v{} ({} {}, {} inputs{}; artifact {} in {})",
+                version.name,
+                version.version,
+                version.format,
+                version.objective,
+                version.inputs.len(),
+                version
+                    .feature_service
+                    .as_ref()
+                    .map(|s| format!(" from feature service {s}"))
+                    .unwrap_or_default(),
+                version.artifact,
+                project.artifacts()?.location()
+            );
+        }
+        ModelsCmd::List { name: None } => {
+            if ctx.json() {
+                return json(&state.models.values().collect::<Vec<_>>());
+            }
+            let rows = state
+                .models
+                .values()
+                .map(|m| {
+                    let latest = m.latest();
+                    vec![
+                        m.name.clone(),
+                        m.versions.len().to_string(),
+                        m.production()
+                            .map_or("-".into(), |v| format!("v{}", v.spec.version)),
+                        latest.spec.format.clone(),
+                        latest.spec.feature_service.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "model",
+                        "versions",
+                        "production",
+                        "format",
+                        "feature service"
+                    ],
+                    rows
+                )
+            );
+        }
+        ModelsCmd::List { name: Some(name) } => {
+            let m = state.model(&name)?;
+            if ctx.json() {
+                return json(&m.versions);
+            }
+            let rows = m
+                .versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        format!("v{}", v.spec.version),
+                        v.stage.to_string(),
+                        v.spec.objective.clone(),
+                        v.spec.inputs.len().to_string(),
+                        v.spec
+                            .metrics
+                            .iter()
+                            .map(|(k, x)| format!("{k}={x}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        format_timestamp(v.spec.created_at),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "version",
+                        "stage",
+                        "objective",
+                        "inputs",
+                        "metrics",
+                        "registered"
+                    ],
+                    rows
+                )
+            );
+        }
+        ModelsCmd::Show { name, version } => {
+            let v = state.model_version(&name, version)?;
+            return json(v);
+        }
+        ModelsCmd::Promote {
+            name,
+            version,
+            stage,
+        } => {
+            let stage: Stage = stage.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            change_stage(ctx, &registry, &state, &name, version, stage).await?;
+        }
+        ModelsCmd::Archive { name, version } => {
+            change_stage(ctx, &registry, &state, &name, version, Stage::Archived).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn change_stage(
+    ctx: &Ctx,
+    registry: &kiln_registry::Registry,
+    state: &State,
+    name: &str,
+    version: u32,
+    stage: Stage,
+) -> anyhow::Result<()> {
+    let before = state.model_version(name, Some(version))?.stage;
+    let previous = state
+        .model(name)?
+        .production()
+        .map(|v| v.spec.version)
+        .filter(|v| *v != version);
+    registry
+        .append(
+            state.last_seq,
+            &[Event::ModelStageChanged {
+                name: name.to_string(),
+                version,
+                stage,
+            }],
+        )
+        .await?;
+    if ctx.json() {
+        return json(
+            &serde_json::json!({ "model": name, "version": version, "from": before, "to": stage }),
+        );
+    }
+    println!("{name}@v{version}: {before} -> {stage}");
+    if let (Stage::Production, Some(p)) = (stage, previous) {
+        println!("{name}@v{p}: production -> archived");
+    }
+    Ok(())
+}
+
+/// Names a library gives when the training data had none.
+fn generic_names(names: &[String]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| *n == format!("f{i}") || *n == format!("Column_{i}"))
+}
+
+/// Checks the model and its signature and stores the artifact; returns the version to record.
+async fn register(
+    state: &State,
+    project: &crate::project::Project,
+    a: &RegisterArgs,
+) -> anyhow::Result<ModelVersion> {
+    let name = &a.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        anyhow::bail!("model name {name:?}: use letters, digits, '_' and '-'");
+    }
+    let format: Format = a.format.parse()?;
+    let bytes =
+        std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    let model = kiln_models::load(format, &bytes)
+        .with_context(|| format!("{} does not load as a {format} model", a.path.display()))?;
+    let info = model.info();
+    let n = info.n_features();
+
+    let service_inputs = match &a.feature_service {
+        Some(s) => {
+            let svc = state.service(s)?;
+            let mut names = Vec::new();
+            for f in &svc.features {
+                let dtype = state
+                    .view(&f.view)
+                    .ok()
+                    .and_then(|v| v.current().feature(&f.feature))
+                    .map(|x| x.dtype);
+                if matches!(
+                    dtype,
+                    Some(ValueType::String | ValueType::Bytes | ValueType::Timestamp)
+                ) {
+                    anyhow::bail!(
+                        "feature service {s}: {f} is a {} feature; tree models take numbers (int, float, bool)",
+                        dtype.map_or("?".into(), |d| d.to_string())
+                    );
+                }
+                names.push(f.feature.clone());
+            }
+            Some(names)
+        }
+        None => None,
+    };
+    let inputs: Vec<String> = if !a.features.is_empty() {
+        if a.features.len() != n {
+            anyhow::bail!(
+                "--features lists {} names but the model takes {n} inputs",
+                a.features.len()
+            );
+        }
+        a.features.clone()
+    } else if !generic_names(&info.feature_names) {
+        info.feature_names.clone()
+    } else if let Some(names) = &service_inputs {
+        names.clone()
+    } else {
+        anyhow::bail!(
+            "{} does not name its {n} input features; give them with --features a,b,c or --feature-service S",
+            a.path.display()
+        );
+    };
+    if let (Some(names), Some(s)) = (&service_inputs, &a.feature_service) {
+        if names.len() != n {
+            anyhow::bail!(
+                "the model takes {n} inputs but feature service {s} provides {} ({})",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        let diffs: Vec<String> = inputs
+            .iter()
+            .zip(names)
+            .enumerate()
+            .filter(|(_, (m, s))| m != s)
+            .map(|(i, (m, s))| format!("input {i}: model {m:?}, service {s:?}"))
+            .collect();
+        if !diffs.is_empty() {
+            anyhow::bail!(
+                "the model's inputs do not match feature service {s} (in order):\n  {}\nreorder the service's features, or give --features if the model's names are wrong",
+                diffs.join("\n  ")
+            );
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    for m in &a.metrics {
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--metrics {m:?}: write key=value"))?;
+        let v: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--metrics {m:?}: {v:?} is not a number"))?;
+        metrics.insert(k.trim().to_string(), v);
+    }
+    let version = state
+        .models
+        .get(name)
+        .map_or(1, |m| m.versions.len() as u32 + 1);
+    let ext = match format {
+        Format::Xgboost => "json",
+        Format::Lightgbm => "txt",
+    };
+    let artifact = format!("models/{name}/v{version}/model.{ext}");
+    let sha256 = sha256_hex(&bytes);
+    let size_bytes = bytes.len() as u64;
+    project.artifacts()?.put(&artifact, bytes).await?;
+    Ok(ModelVersion {
+        name: name.clone(),
+        version,
+        format: format.to_string(),
+        artifact,
+        sha256,
+        size_bytes,
+        inputs,
+        n_outputs: info.n_outputs,
+        objective: info.objective.clone(),
+        feature_service: a.feature_service.clone(),
+        metrics,
+        description: a.description.clone(),
+        created_at: now_micros(),
+    })
+}
