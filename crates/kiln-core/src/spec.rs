@@ -201,5 +201,50 @@ pub struct ModelVersion {
     pub metrics: BTreeMap<String, f64>,
     #[serde(default)]
     pub description: String,
+    /// What predict-by-entity does when an input feature is missing or expired.
+    #[serde(default)]
+    pub on_missing: MissingPolicy,
     pub created_at: Micros,
+}
+
+/// What to do with an input feature that the online store does not have (not found or
+/// expired) when scoring by entity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum MissingPolicy {
+    /// Pass it as missing (NaN): tree models follow each split's default direction, as they
+    /// were trained to.
+    #[default]
+    Missing,
+    /// Use this value.
+    Default { value: f64 },
+    /// Refuse the request.
+    Reject,
+}
+
+impl std::fmt::Display for MissingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MissingPolicy::Missing => f.write_str("missing"),
+            MissingPolicy::Default { value } => write!(f, "default:{value}"),
+            MissingPolicy::Reject => f.write_str("reject"),
+        }
+    }
+}
+
+impl std::str::FromStr for MissingPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "missing" | "nan" => Ok(MissingPolicy::Missing),
+            "reject" => Ok(MissingPolicy::Reject),
+            other => match other.strip_prefix("default:").map(str::parse::<f64>) {
+                Some(Ok(value)) => Ok(MissingPolicy::Default { value }),
+                _ => Err(format!(
+                    "unknown missing-value policy {other:?} (expected missing, reject or default:NUMBER)"
+                )),
+            },
+        }
+    }
 }

@@ -94,3 +94,58 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// An error of the model endpoints (Open Inference Protocol and predict-by-entity): the body is
+/// `{"error": "..."}`, as the protocol specifies.
+#[derive(Debug)]
+pub struct OipError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl OipError {
+    pub fn bad_request(message: impl Into<String>) -> OipError {
+        OipError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::inference::InferError> for OipError {
+    fn from(e: crate::inference::InferError) -> OipError {
+        use crate::inference::InferError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::BadRequest(_) => StatusCode::BAD_REQUEST,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        OipError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<FeatureError> for OipError {
+    fn from(e: FeatureError) -> OipError {
+        let ApiError {
+            status, message, ..
+        } = ApiError::from(e);
+        OipError { status, message }
+    }
+}
+
+impl IntoResponse for OipError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, message = %self.message, "request failed");
+        }
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}

@@ -73,10 +73,14 @@ pub(crate) async fn get_online_features(
     let req: Request = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let req = req.into_core()?;
-    let catalog = state.catalog();
-    let resp =
-        kiln_features::online::get_online_features(&catalog, state.store(), &req, now_micros())
-            .await?;
+    let snapshot = state.snapshot();
+    let resp = kiln_features::online::get_online_features(
+        &snapshot.catalog,
+        state.store(),
+        &req,
+        now_micros(),
+    )
+    .await?;
     let body = encode_response(&resp)
         .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

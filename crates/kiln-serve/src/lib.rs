@@ -2,8 +2,9 @@
 //!
 //! Handlers are thin adapters: they parse the wire format into a core request, call the core
 //! (`kiln_features::online`), and encode the answer. Errors are mapped to HTTP status codes in
-//! one place ([`error`]). The router leaves room for the model endpoints (Open Inference
-//! Protocol under `/v2`, predict-by-entity under `/v1/models`) that come with model serving.
+//! one place ([`error`]). Model endpoints: the Open Inference Protocol under `/v2` (REST, JSON
+//! tensors) and predict-by-entity under `/v1/models`, over the transport-agnostic
+//! [`inference`] core.
 //!
 //! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
 //! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
@@ -12,7 +13,10 @@
 
 pub mod error;
 mod feast;
+pub mod inference;
 mod json;
+mod oip;
+mod predict;
 mod state;
 
 use std::future::Future;
@@ -31,6 +35,27 @@ pub fn router(state: ServeState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/get-online-features", post(feast::get_online_features))
+        // Open Inference Protocol (KServe V2), REST.
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(oip::model_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(oip::model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(oip::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(oip::infer),
+        )
+        // Predict by entity: features from the online store, then the model.
+        .route("/v1/models/{name}/predict", post(predict::predict))
         .with_state(state)
 }
 

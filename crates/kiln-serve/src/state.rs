@@ -1,12 +1,32 @@
-//! The state shared by all requests: the catalog snapshot, the online store, the registry.
+//! The state shared by all requests: the registry snapshot (feature catalog and models), the
+//! online store, the loaded models.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kiln_features::online::Catalog;
-use kiln_registry::{Registry, State};
+use kiln_registry::{ModelState, Registry, State};
+use kiln_store::artifacts::ArtifactStore;
 use kiln_store::online::OnlineStore;
 use tokio::task::JoinHandle;
+
+use crate::inference::ModelHub;
+
+/// What requests read of the registry, replaced whole when the registry changes.
+pub struct Snapshot {
+    pub catalog: Catalog,
+    pub models: BTreeMap<String, ModelState>,
+}
+
+impl Snapshot {
+    fn of(state: &State) -> Snapshot {
+        Snapshot {
+            catalog: Catalog::from_state(state),
+            models: state.models.clone(),
+        }
+    }
+}
 
 /// Cheap to clone; one per request.
 #[derive(Clone)]
@@ -15,37 +35,45 @@ pub struct ServeState {
 }
 
 struct Inner {
-    catalog: RwLock<Arc<Catalog>>,
+    snapshot: RwLock<Arc<Snapshot>>,
     registry_state: tokio::sync::Mutex<State>,
     registry: Option<Registry>,
     store: Arc<dyn OnlineStore>,
+    models: ModelHub,
 }
 
 impl ServeState {
-    /// Serving state from a registry state; `registry`, when given, is polled for changes.
+    /// Serving state from a registry state; `registry`, when given, is polled for changes;
+    /// `artifacts` is where model files are read from.
     pub fn new(
         state: State,
         registry: Option<Registry>,
         store: Arc<dyn OnlineStore>,
+        artifacts: Option<ArtifactStore>,
     ) -> ServeState {
         ServeState {
             inner: Arc::new(Inner {
-                catalog: RwLock::new(Arc::new(Catalog::from_state(&state))),
+                snapshot: RwLock::new(Arc::new(Snapshot::of(&state))),
                 registry_state: tokio::sync::Mutex::new(state),
                 registry,
                 store,
+                models: ModelHub::new(artifacts),
             }),
         }
     }
 
-    /// The current catalog snapshot.
-    pub fn catalog(&self) -> Arc<Catalog> {
+    /// The current registry snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         // A poisoned lock still holds a valid Arc (it is only ever replaced whole).
         self.inner
-            .catalog
+            .snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn models(&self) -> &ModelHub {
+        &self.inner.models
     }
 
     pub fn store(&self) -> &dyn OnlineStore {
@@ -60,12 +88,12 @@ impl ServeState {
         let mut state = self.inner.registry_state.lock().await;
         let changed = registry.refresh(&mut state).await?;
         if changed {
-            let catalog = Arc::new(Catalog::from_state(&state));
+            let snapshot = Arc::new(Snapshot::of(&state));
             *self
                 .inner
-                .catalog
+                .snapshot
                 .write()
-                .unwrap_or_else(|p| p.into_inner()) = catalog;
+                .unwrap_or_else(|p| p.into_inner()) = snapshot;
             tracing::info!(
                 seq = state.last_seq,
                 "registry changed; serving the new definitions"
@@ -89,12 +117,12 @@ impl ServeState {
     }
 
     pub(crate) async fn check_ready(&self) -> Result<String, String> {
-        let catalog = self.catalog();
+        let snapshot = self.snapshot();
         // A read of a key that cannot exist proves the store answers.
         self.store()
             .get_many("__kiln_ready__", &[Vec::new()])
             .await
             .map_err(|e| format!("online store not ready: {e}"))?;
-        Ok(format!("ready (registry event #{})", catalog.seq))
+        Ok(format!("ready (registry event #{})", snapshot.catalog.seq))
     }
 }

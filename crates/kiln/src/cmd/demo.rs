@@ -97,6 +97,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         registry.state().await?,
         Some(registry),
         project.online_store()?,
+        Some(project.artifacts()?),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -63,6 +63,10 @@ pub struct RegisterArgs {
     pub metrics: Vec<String>,
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Scoring by entity, when an input is not found or expired: missing (the model's default
+    /// direction), reject, or default:VALUE.
+    #[arg(long, default_value = "missing")]
+    pub on_missing: String,
 }
 
 pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
@@ -332,6 +336,10 @@ async fn register(
             .map_err(|_| anyhow::anyhow!("--metrics {m:?}: {v:?} is not a number"))?;
         metrics.insert(k.trim().to_string(), v);
     }
+    let on_missing = a
+        .on_missing
+        .parse::<kiln_core::spec::MissingPolicy>()
+        .map_err(|e| anyhow::anyhow!("--on-missing: {e}"))?;
     let version = state
         .models
         .get(name)
@@ -357,6 +365,7 @@ async fn register(
         feature_service: a.feature_service.clone(),
         metrics,
         description: a.description.clone(),
+        on_missing,
         created_at: now_micros(),
     })
 }

@@ -29,7 +29,12 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> anyhow::Result<()> {
     let registry = project.registry().await?;
     let state = registry.state().await?;
     let store = project.online_store()?;
-    let serve_state = ServeState::new(state, Some(registry), store.clone());
+    let serve_state = ServeState::new(
+        state,
+        Some(registry),
+        store.clone(),
+        Some(project.artifacts()?),
+    );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

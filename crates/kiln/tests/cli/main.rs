@@ -4,6 +4,7 @@
 mod common;
 mod dataset;
 mod definitions;
+mod inference;
 mod materialize;
 mod models;
 mod serve;

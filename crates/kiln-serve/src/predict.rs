@@ -1,0 +1,158 @@
+//! Predict by entity: `POST /v1/models/{name}/predict`. The model's feature service is read
+//! from the online store for the given entity keys, merged with request-time features, and
+//! scored; a missing or expired input follows the model version's policy (recorded at
+//! registration), which the response states along with every value it applied to.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use kiln_core::Value as V;
+use kiln_core::spec::MissingPolicy;
+use kiln_core::time::now_micros;
+use kiln_features::online::{FeatureSelection, FeatureStatus, OnlineRequest, get_online_features};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::ServeState;
+use crate::error::OipError;
+use crate::inference::{ModelHub, score};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    /// Join key -> values, one per row (the Feast form).
+    entities: Map<String, Value>,
+    /// Request-time features: input name -> one value per row; they take precedence.
+    #[serde(default)]
+    features: Map<String, Value>,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    return_features: bool,
+}
+
+fn number(v: &V) -> Option<f64> {
+    match v {
+        V::Int32(x) => Some(f64::from(*x)),
+        V::Int64(x) => Some(*x as f64),
+        V::Float32(x) => Some(f64::from(*x)),
+        V::Float64(x) => Some(*x),
+        V::Bool(b) => Some(f64::from(u8::from(*b))),
+        V::Null | V::String(_) | V::Bytes(_) | V::Timestamp(_) => None,
+    }
+}
+
+pub(crate) async fn predict(
+    State(state): State<ServeState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, OipError> {
+    let req: PredictRequest = serde_json::from_slice(&body)
+        .map_err(|e| OipError::bad_request(format!("invalid predict request: {e}")))?;
+    let snapshot = state.snapshot();
+    let spec = ModelHub::pick(&snapshot.models, &name, req.version)?.clone();
+    let service = spec.feature_service.clone().ok_or_else(|| {
+        OipError::bad_request(format!(
+            "{}@v{} has no feature service to read features from; register it with --feature-service, or send the features to /v2/models/{name}/infer",
+            spec.name, spec.version
+        ))
+    })?;
+    let entities = req
+        .entities
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Array(values) => Ok((k.clone(), values.clone())),
+            other => Err(OipError::bad_request(format!(
+                "entities.{k} must be a list of values, not {other}"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let online = OnlineRequest {
+        features: FeatureSelection::Service(service),
+        entities,
+        full_feature_names: false,
+    };
+    let resp = get_online_features(&snapshot.catalog, state.store(), &online, now_micros()).await?;
+    let n = resp.columns.first().map_or(0, |c| c.values.len());
+
+    for (k, v) in &req.features {
+        if !spec.inputs.contains(k) {
+            return Err(OipError::bad_request(format!(
+                "features.{k}: the model has no input {k:?} (inputs: {})",
+                spec.inputs.join(", ")
+            )));
+        }
+        if v.as_array().map(Vec::len) != Some(n) {
+            return Err(OipError::bad_request(format!(
+                "features.{k} must be a list of {n} values, one per entity row"
+            )));
+        }
+    }
+
+    let mut rows = vec![f64::NAN; n * spec.inputs.len()];
+    let mut missing = Vec::new();
+    let mut used: Map<String, Value> = Map::new();
+    for (i, input) in spec.inputs.iter().enumerate() {
+        let column = resp.columns.iter().find(|c| &c.name == input);
+        let given = req.features.get(input).and_then(Value::as_array);
+        let mut values = Vec::with_capacity(n);
+        for row in 0..n {
+            let value = match (given.map(|g| &g[row]), column) {
+                (Some(Value::Null), _) | (None, None) => None,
+                (Some(g), _) => Some(g.as_f64().ok_or_else(|| {
+                    OipError::bad_request(format!("features.{input}[{row}]: {g} is not a number"))
+                })?),
+                (None, Some(c)) => match c.statuses[row] {
+                    FeatureStatus::Present => match &c.values[row] {
+                        V::Null => None,
+                        v => Some(number(v).ok_or_else(|| {
+                            OipError::bad_request(format!(
+                                "feature {input} of row {row} is {v}, not a number"
+                            ))
+                        })?),
+                    },
+                    status => {
+                        missing.push(
+                            json!({ "row": row, "feature": input, "status": status.label() }),
+                        );
+                        None
+                    }
+                },
+            };
+            let value = match (value, spec.on_missing) {
+                (Some(v), _) => v,
+                (None, MissingPolicy::Missing) => f64::NAN,
+                (None, MissingPolicy::Default { value }) => value,
+                (None, MissingPolicy::Reject) => {
+                    return Err(OipError::bad_request(format!(
+                        "row {row}: input {input} is missing and {}@v{} rejects missing inputs (on_missing = reject)",
+                        spec.name, spec.version
+                    )));
+                }
+            };
+            rows[row * spec.inputs.len() + i] = value;
+            values.push(if value.is_nan() {
+                Value::Null
+            } else {
+                json!(value)
+            });
+        }
+        used.insert(input.clone(), Value::Array(values));
+    }
+
+    let model = state.models().get(&spec).await?;
+    let k = spec.n_outputs;
+    let scores = score(model, rows).await?;
+    let scores: Vec<&[f64]> = scores.chunks(k.max(1)).collect();
+    let mut out = json!({
+        "model_name": spec.name,
+        "model_version": spec.version.to_string(),
+        "scores": scores,
+        "on_missing": spec.on_missing.to_string(),
+        "missing": missing,
+    });
+    if req.return_features {
+        out["features"] = Value::Object(used);
+    }
+    Ok(Json(out))
+}
