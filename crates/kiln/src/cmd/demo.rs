@@ -8,7 +8,7 @@ use std::time::Instant;
 use kiln_serve::ServeState;
 use serde_json::json;
 
-use super::{Ctx, apply, dataset, materialize};
+use super::{Ctx, apply, dataset, materialize, models};
 use crate::http::Conn;
 use crate::output::Format;
 
@@ -91,7 +91,51 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    step(4, "kiln serve   — the Feast-compatible HTTP API");
+    step(
+        4,
+        "kiln models register ranker --feature-service driver_activity && kiln models promote ranker --version 1",
+    );
+    let t = Instant::now();
+    let model_file = dir.join("models/driver_ranker.json");
+    std::fs::create_dir_all(dir.join("models"))?;
+    // A small XGBoost model trained on the example's three service features (the fixture
+    // written by crates/kiln-models/tests/fixtures/driver_model.py).
+    std::fs::write(
+        &model_file,
+        include_bytes!("../../../kiln-models/tests/fixtures/driver_ranker.json"),
+    )?;
+    models::run(
+        &project_ctx,
+        models::ModelsCmd::Register(models::RegisterArgs {
+            name: "ranker".into(),
+            path: model_file,
+            format: "xgboost".into(),
+            feature_service: Some("driver_activity".into()),
+            features: Vec::new(),
+            metrics: vec!["auc=0.93".into()],
+            description: "driver ranking".into(),
+            on_missing: "missing".into(),
+        }),
+    )
+    .await?;
+    models::run(
+        &project_ctx,
+        models::ModelsCmd::Promote {
+            name: "ranker".into(),
+            version: 1,
+            stage: "production".into(),
+        },
+    )
+    .await?;
+    println!(
+        "   XGBoost model checked against the feature service's inputs, stored with its SHA-256, promoted. ({:.0} ms)",
+        ms(t)
+    );
+
+    step(
+        5,
+        "kiln serve   — the Feast-compatible HTTP API and the Open Inference Protocol",
+    );
     let registry = project.registry().await?;
     let state = ServeState::new(
         registry.state().await?,
@@ -112,7 +156,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     ));
     println!("   Listening on http://{addr}");
 
-    step(5, "Online look-ups over HTTP (POST /get-online-features)");
+    step(6, "Online look-ups over HTTP (POST /get-online-features)");
     let mut conn = Conn::open(&addr.to_string()).await?;
     let lookups = [
         (
@@ -137,7 +181,32 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     }
 
     step(
-        6,
+        7,
+        "Scoring: the Open Inference Protocol, and predict by entity",
+    );
+    let infer = json!({"id": "demo", "inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP64", "data": [[0.9, 0.8, 700], [0.1, 0.2, 30]]}]});
+    let t = Instant::now();
+    let (status, resp) = conn.post_json("/v2/models/ranker/infer", &infer).await?;
+    println!(
+        "   POST /v2/models/ranker/infer (what tritonclient and KServe tooling send)\n   -> {infer}\n   <- {status} in {:.2} ms: {}",
+        ms(t),
+        resp["outputs"]
+    );
+    let by_entity = json!({"entities": {"driver_id": [1001, 99999, 1050]}});
+    let t = Instant::now();
+    let (status, resp) = conn
+        .post_json("/v1/models/ranker/predict", &by_entity)
+        .await?;
+    println!(
+        "   POST /v1/models/ranker/predict: features from the online store, then the model\n   -> {by_entity}\n   <- {status} in {:.2} ms: scores {} ; missing inputs (policy {}): {}",
+        ms(t),
+        resp["scores"],
+        resp["on_missing"],
+        resp["missing"]
+    );
+
+    step(
+        8,
         "kiln dataset build   — a point-in-time correct training set",
     );
     let out = dir.join("training_set.parquet");
@@ -161,7 +230,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     );
     print_parquet_head(&out, 6)?;
 
-    step(7, "Shutting down gracefully");
+    step(9, "Shutting down gracefully");
     let _ = stop_tx.send(());
     server.await??;
     match &a.keep {

@@ -8,7 +8,7 @@ mod features;
 mod init;
 mod inspect;
 mod materialize;
-mod models;
+pub(crate) mod models;
 mod serve;
 
 use std::path::PathBuf;
