@@ -117,6 +117,36 @@ pub(crate) fn check_shape(
     Ok(n)
 }
 
+/// Rows evaluated together: a block's rows share each tree's nodes while they are in cache.
+pub(crate) const BLOCK: usize = 64;
+
+/// The common shape of tree-ensemble prediction: rows go in blocks of [`BLOCK`]; `margins`
+/// fills a block's margins (`groups` per row, in the model's arithmetic `M`); `finish` turns
+/// one row's margins into its `per_row` outputs.
+pub(crate) fn predict_blocks<M: Copy + Default>(
+    rows: &[f64],
+    out: &mut [f64],
+    n_features: usize,
+    groups: usize,
+    per_row: usize,
+    mut margins: impl FnMut(&[f64], &mut [M]),
+    finish: impl Fn(&[M], &mut [f64]),
+) -> Result<(), ModelError> {
+    let n = check_shape(rows, out, n_features, per_row)?;
+    let mut buf = vec![M::default(); BLOCK.min(n.max(1)) * groups];
+    for (block, out) in rows
+        .chunks(BLOCK * n_features)
+        .zip(out.chunks_mut(BLOCK * per_row))
+    {
+        let m = &mut buf[..block.len() / n_features * groups];
+        margins(block, m);
+        for (mr, o) in m.chunks(groups).zip(out.chunks_mut(per_row)) {
+            finish(mr, o);
+        }
+    }
+    Ok(())
+}
+
 /// Loads a model from its file contents (the factory: the format picks the loader).
 pub fn load(format: Format, bytes: &[u8]) -> Result<Box<dyn Model>, ModelError> {
     Ok(match format {

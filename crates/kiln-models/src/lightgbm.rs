@@ -18,12 +18,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::objective::Link;
-use crate::{Format, Model, ModelError, ModelInfo, check_shape};
+use crate::{Format, Model, ModelError, ModelInfo, predict_blocks};
 
 const LEAF: u32 = u32::MAX;
 const CATEGORICAL: u8 = 1;
 const DEFAULT_LEFT: u8 = 2;
-const BLOCK: usize = 64;
 /// LightGBM's `kZeroThreshold` (1e-35f): inputs this close to zero are zero.
 const ZERO_THRESHOLD: f64 = 1.000_000_018_002_509_5e-35;
 
@@ -449,34 +448,28 @@ impl LightGbmModel {
 
     fn run(&self, rows: &[f64], out: &mut [f64], margin_only: bool) -> Result<(), ModelError> {
         let k = self.classes;
-        let per_row = if margin_only { k } else { self.info.n_outputs };
         let nf = self.info.n_features();
-        let n = check_shape(rows, out, nf, per_row)?;
+        let per_row = if margin_only { k } else { self.info.n_outputs };
         let iterations = (self.roots.len() / k) as f64;
-        let mut margins = vec![0f64; BLOCK.min(n.max(1)) * k];
-        for (b, block) in rows.chunks(BLOCK * nf).enumerate() {
-            let rows_here = block.len() / nf;
-            let m = &mut margins[..rows_here * k];
+        let margins = |block: &[f64], m: &mut [f64]| {
             m.fill(0.0);
             for (t, root) in self.roots.iter().enumerate() {
-                let class = t % k;
                 for (r, row) in block.chunks_exact(nf).enumerate() {
-                    m[r * k + class] += self.leaf(*root, row);
+                    m[r * k + t % k] += self.leaf(*root, row);
                 }
             }
             if self.average_output {
                 m.iter_mut().for_each(|v| *v /= iterations);
             }
-            let out = &mut out[b * BLOCK * per_row..(b * BLOCK + rows_here) * per_row];
-            for (mr, o) in m.chunks(k).zip(out.chunks_mut(per_row)) {
-                if margin_only {
-                    o.copy_from_slice(mr);
-                } else {
-                    self.info.link.apply_f64(mr, o);
-                }
-            }
-        }
-        Ok(())
+        };
+        let link = if margin_only {
+            Link::Identity
+        } else {
+            self.info.link
+        };
+        predict_blocks(rows, out, nf, k, per_row, margins, |m, o| {
+            link.apply_f64(m, o)
+        })
     }
 }
 

@@ -13,15 +13,12 @@ use std::collections::VecDeque;
 use serde_json::Value;
 
 use crate::objective::Link;
-use crate::{Format, Model, ModelError, ModelInfo, check_shape};
+use crate::{Format, Model, ModelError, ModelInfo, predict_blocks};
 
 const LEAF: u32 = u32::MAX;
 const DEFAULT_LEFT: u32 = 1 << 31;
 const CATEGORICAL: u32 = 1 << 30;
 const FEATURE: u32 = CATEGORICAL - 1;
-
-/// Rows evaluated together per tree in the batch path.
-const BLOCK: usize = 64;
 
 /// One node. Children are adjacent (`left`, `left + 1`), so a decision is an index add.
 /// For a leaf, `feature` is [`LEAF`] and `value` the leaf value; for a categorical split,
@@ -642,7 +639,7 @@ impl XgboostModel {
         }
     }
 
-    /// Margins for up to [`BLOCK`] rows: trees outside, rows inside, so a tree's nodes stay in
+    /// Margins for up to [`crate::BLOCK`] rows: trees outside, rows inside, so a tree's nodes stay in
     /// cache across the block. Each row's sum still runs in tree order, as XGBoost's.
     fn margins(&self, rows: &[f64], margins: &mut [f32]) {
         let nf = self.info.n_features();
@@ -676,23 +673,20 @@ impl XgboostModel {
         } else {
             self.info.n_outputs
         };
-        let n = check_shape(rows, out, self.info.n_features(), per_row)?;
-        let nf = self.info.n_features();
-        let mut margins = vec![0f32; BLOCK.min(n.max(1)) * groups];
-        for (b, block) in rows.chunks(BLOCK * nf).enumerate() {
-            let rows_here = block.len() / nf;
-            let m = &mut margins[..rows_here * groups];
-            self.margins(block, m);
-            let out = &mut out[b * BLOCK * per_row..(b * BLOCK + rows_here) * per_row];
-            for (mr, o) in m.chunks(groups).zip(out.chunks_mut(per_row)) {
-                if margin_only {
-                    Link::Identity.apply_f32(mr, o);
-                } else {
-                    self.info.link.apply_f32(mr, o);
-                }
-            }
-        }
-        Ok(())
+        let link = if margin_only {
+            Link::Identity
+        } else {
+            self.info.link
+        };
+        predict_blocks(
+            rows,
+            out,
+            self.info.n_features(),
+            groups,
+            per_row,
+            |block, m| self.margins(block, m),
+            |m, o| link.apply_f32(m, o),
+        )
     }
 }
 
