@@ -87,15 +87,12 @@ impl Link {
                     *o = f64::from((m - max).exp() / sum);
                 }
             }
-            Link::ArgMax => {
-                let wide: Vec<f64> = margins.iter().map(|m| f64::from(*m)).collect();
-                out[0] = argmax(&wide) as f64;
-            }
+            Link::ArgMax => out[0] = argmax(margins) as f64,
         }
     }
 }
 
-fn argmax(v: &[f64]) -> usize {
+fn argmax<T: PartialOrd>(v: &[T]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {

@@ -174,7 +174,12 @@ pub fn http(
 }
 
 pub fn post(addr: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let (status, text) = http(addr, "POST", "/get-online-features", Some(&body));
+    post_to(addr, "/get-online-features", body)
+}
+
+/// POST a JSON body to `path`; the answer must be JSON.
+pub fn post_to(addr: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = http(addr, "POST", path, Some(&body));
     (
         status,
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
@@ -187,5 +192,13 @@ pub fn unique(tag: &str) -> String {
         "{tag}_{}_{}",
         std::process::id(),
         kiln_core::time::now_micros()
+    )
+}
+
+/// A file of the model fixtures (`crates/kiln-models/tests/fixtures`).
+pub fn model_fixture(name: &str) -> String {
+    format!(
+        "{}/../kiln-models/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -6,24 +6,9 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/../kiln-models/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn get_json(addr: &str, path: &str) -> (u16, Value) {
     let (status, body) = http(addr, "GET", path, None);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn post_to(addr: &str, path: &str, body: Value) -> (u16, Value) {
-    let (status, text) = http(addr, "POST", path, Some(&body));
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
-    )
 }
 
 #[test]
@@ -36,7 +21,7 @@ fn oip_and_predict_by_entity() {
         "register",
         "ranker",
         "--path",
-        &fixture("driver_ranker.json"),
+        &model_fixture("driver_ranker.json"),
         "--format",
         "xgboost",
         "--feature-service",
@@ -47,7 +32,7 @@ fn oip_and_predict_by_entity() {
         "register",
         "strict",
         "--path",
-        &fixture("driver_ranker.json"),
+        &model_fixture("driver_ranker.json"),
         "--format",
         "xgboost",
         "--feature-service",
@@ -77,7 +62,7 @@ fn oip_and_predict_by_entity() {
 
     // Inference matches xgboost's own predictions (the fixture's reference values).
     let cases: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("driver_ranker.cases.json")).expect("cases"),
+        &std::fs::read_to_string(model_fixture("driver_ranker.cases.json")).expect("cases"),
     )
     .expect("json");
     let inputs = cases["inputs"].as_array().expect("inputs");
@@ -248,7 +233,7 @@ fn oip_and_predict_by_entity() {
         "register",
         "ranker",
         "--path",
-        &fixture("driver_ranker.json"),
+        &model_fixture("driver_ranker.json"),
         "--format",
         "xgboost",
         "--feature-service",

@@ -2,18 +2,11 @@
 
 use crate::common::*;
 
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/../kiln-models/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 #[test]
 fn register_promote_archive_and_lineage() {
     let p = init(&[]);
     ok(p.run(&["apply"]));
-    let ranker = fixture("driver_ranker.json");
+    let ranker = model_fixture("driver_ranker.json");
     let v1 = json(p.run(&[
         "models",
         "register",
@@ -114,7 +107,7 @@ fn register_promote_archive_and_lineage() {
 fn mismatches_are_refused_at_registration() {
     let p = init(&[]);
     ok(p.run(&["apply"]));
-    let ranker = fixture("driver_ranker.json");
+    let ranker = model_fixture("driver_ranker.json");
     // Inputs in another order than the service's.
     let e = fails(p.run(&[
         "models",
@@ -139,7 +132,7 @@ fn mismatches_are_refused_at_registration() {
         "register",
         "other",
         "--path",
-        &fixture("lgbm4_binary.txt"),
+        &model_fixture("lgbm4_binary.txt"),
         "--format",
         "lightgbm",
         "--feature-service",
@@ -155,7 +148,7 @@ fn mismatches_are_refused_at_registration() {
         "register",
         "bad",
         "--path",
-        &fixture("driver_ranker.json"),
+        &model_fixture("driver_ranker.json"),
         "--format",
         "lightgbm",
     ]));
