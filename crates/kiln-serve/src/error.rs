@@ -101,6 +101,8 @@ impl IntoResponse for ApiError {
 pub struct OipError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds) with a 429.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl OipError {
@@ -108,6 +110,7 @@ impl OipError {
         OipError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -115,15 +118,20 @@ impl OipError {
 impl From<crate::inference::InferError> for OipError {
     fn from(e: crate::inference::InferError) -> OipError {
         use crate::inference::InferError as E;
-        let status = match &e {
-            E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::BadRequest(_) => StatusCode::BAD_REQUEST,
-            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let (status, retry_after) = match &e {
+            E::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            // The protocol answers "not ready" with a 4xx.
+            E::BadRequest(_) | E::NotReady(_) => (StatusCode::BAD_REQUEST, None),
+            E::Overloaded { retry_after, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
+            }
+            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         OipError {
             status,
             message: e.to_string(),
+            retry_after,
         }
     }
 }
@@ -133,7 +141,11 @@ impl From<FeatureError> for OipError {
         let ApiError {
             status, message, ..
         } = ApiError::from(e);
-        OipError { status, message }
+        OipError {
+            status,
+            message,
+            retry_after: None,
+        }
     }
 }
 
@@ -142,10 +154,41 @@ impl IntoResponse for OipError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, message = %self.message, "request failed");
         }
-        (
+        let mut resp = (
             self.status,
             axum::Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(after) = self.retry_after {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+        resp
+    }
+}
+
+/// The same errors over gRPC: the status codes the protocol's HTTP statuses correspond to.
+impl From<crate::inference::InferError> for tonic::Status {
+    fn from(e: crate::inference::InferError) -> tonic::Status {
+        use crate::inference::InferError as E;
+        match e {
+            E::NotFound(m) => tonic::Status::not_found(m),
+            E::BadRequest(m) => tonic::Status::invalid_argument(m),
+            E::NotReady(m) => tonic::Status::failed_precondition(m),
+            E::Overloaded {
+                message,
+                retry_after,
+            } => {
+                let mut s = tonic::Status::resource_exhausted(message);
+                if let Ok(v) = retry_after.as_secs().max(1).to_string().parse() {
+                    s.metadata_mut().insert("retry-after", v);
+                }
+                s
+            }
+            E::Unavailable(m) => tonic::Status::unavailable(m),
+            E::Internal(m) => tonic::Status::internal(m),
+        }
     }
 }

@@ -1,18 +1,23 @@
 //! Model inference, transport-agnostic: which model version answers a request, loading it
-//! from the artifact store (checked against its recorded SHA-256), and scoring rows off the
-//! async workers. REST (`oip.rs`, `predict.rs`) and, later, gRPC adapt their wire formats to
-//! these functions.
+//! from the artifact store (checked against its recorded SHA-256) once however many requests
+//! ask at the same time, the model repository's load/unload state, and scoring rows through
+//! the version's batching actor (`batching.rs`), off the async workers. REST (`oip.rs`,
+//! `predict.rs`) and gRPC (`grpc.rs`) adapt their wire formats to these functions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kiln_core::spec::{ModelVersion, Stage};
 use kiln_models::{Format, Model};
 use kiln_registry::ModelState;
 use kiln_store::artifacts::{ArtifactStore, sha256_hex};
+use tokio::sync::OnceCell;
+
+use crate::batching::{BatchConfig, Batcher, Scored};
 
 /// Why an inference request failed; each maps to one status in one place (`error.rs`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InferError {
     #[error("{0}")]
     NotFound(String),
@@ -21,27 +26,62 @@ pub enum InferError {
     /// The model exists but cannot be served now (its artifact is missing or does not load).
     #[error("{0}")]
     Unavailable(String),
+    /// The model was unloaded through the repository extension.
+    #[error("{0}")]
+    NotReady(String),
+    /// The model's queue is full: retry later.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     Internal(String),
 }
 
-/// A model version in memory.
+/// A model version in memory, with its batching actor.
 pub struct LoadedModel {
     pub spec: ModelVersion,
-    pub model: Box<dyn Model>,
+    pub model: Arc<dyn Model>,
+    batcher: Batcher,
 }
 
-/// Loaded models by (name, version), loaded on first use.
+impl LoadedModel {
+    /// Scores `rows` (row-major, the model's inputs in order) through the batching actor.
+    pub async fn score(&self, rows: Vec<f64>) -> Result<Scored, InferError> {
+        self.batcher.submit(rows).await
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
+
+/// Loaded models by (name, version), loaded on first use (or on a repository `load`), each
+/// once: concurrent first requests wait for the same load.
 pub struct ModelHub {
     artifacts: Option<ArtifactStore>,
-    loaded: Mutex<HashMap<(String, u32), Arc<LoadedModel>>>,
+    batching: BatchConfig,
+    loaded: Mutex<HashMap<(String, u32), Slot>>,
+    /// Models unloaded through the repository extension: not served until loaded again.
+    unloaded: Mutex<BTreeSet<String>>,
+}
+
+/// A model version's state in the repository index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    pub reason: String,
 }
 
 impl ModelHub {
-    pub fn new(artifacts: Option<ArtifactStore>) -> ModelHub {
+    pub fn new(artifacts: Option<ArtifactStore>, batching: BatchConfig) -> ModelHub {
         ModelHub {
             artifacts,
+            batching,
             loaded: Mutex::new(HashMap::new()),
+            unloaded: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -92,17 +132,40 @@ impl ModelHub {
         Ok(&v.spec)
     }
 
-    /// The loaded model for a version, loading it if needed.
-    pub async fn get(&self, spec: &ModelVersion) -> Result<Arc<LoadedModel>, InferError> {
-        let key = (spec.name.clone(), spec.version);
-        if let Some(m) = self
-            .loaded
+    fn slot(&self, spec: &ModelVersion) -> Slot {
+        self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(m.clone());
+            .entry((spec.name.clone(), spec.version))
+            .or_default()
+            .clone()
+    }
+
+    fn is_unloaded(&self, name: &str) -> bool {
+        self.unloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    /// The loaded model for a version, loading it if needed; refused while the model is
+    /// unloaded.
+    pub async fn get(&self, spec: &ModelVersion) -> Result<Arc<LoadedModel>, InferError> {
+        if self.is_unloaded(&spec.name) {
+            return Err(InferError::NotReady(format!(
+                "model {:?} is unloaded; load it with POST /v2/repository/models/{}/load",
+                spec.name, spec.name
+            )));
         }
+        self.load_slot(spec).await
+    }
+
+    async fn load_slot(&self, spec: &ModelVersion) -> Result<Arc<LoadedModel>, InferError> {
+        let slot = self.slot(spec);
+        slot.get_or_try_init(|| self.load(spec)).await.cloned()
+    }
+
+    async fn load(&self, spec: &ModelVersion) -> Result<Arc<LoadedModel>, InferError> {
         let what = format!("{}@v{}", spec.name, spec.version);
         let artifacts = self.artifacts.as_ref().ok_or_else(|| {
             InferError::Unavailable(format!("{what}: this server has no artifact store"))
@@ -125,32 +188,96 @@ impl ModelHub {
             .await
             .map_err(|e| InferError::Internal(format!("{what}: loading failed: {e}")))?
             .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
-        let loaded = Arc::new(LoadedModel {
+        let model: Arc<dyn Model> = Arc::from(model);
+        let batcher = Batcher::start(model.clone(), what.clone(), self.batching);
+        tracing::info!(model = %what, "model loaded");
+        Ok(Arc::new(LoadedModel {
             spec: spec.clone(),
             model,
-        });
+            batcher,
+        }))
+    }
+
+    /// Loads the versions that answer by default (production, else the latest), so the first
+    /// request after a start or a promotion does not wait for a load. Failures are logged;
+    /// requests for such a model get the load error.
+    pub async fn preload(&self, models: &BTreeMap<String, ModelState>) {
+        for name in models.keys() {
+            if self.is_unloaded(name) {
+                continue;
+            }
+            if let Ok(spec) = Self::pick(models, name, None)
+                && let Err(e) = self.load_slot(spec).await
+            {
+                tracing::warn!(model = %name, error = %e, "model not loaded");
+            }
+        }
+    }
+
+    /// Repository extension: loads the model's default version and serves it again.
+    pub async fn load_model(
+        &self,
+        models: &BTreeMap<String, ModelState>,
+        name: &str,
+    ) -> Result<(), InferError> {
+        let spec = Self::pick(models, name, None)?;
+        self.load_slot(spec).await?;
+        self.unloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    /// Repository extension: stops serving the model and frees every loaded version of it
+    /// (requests already scoring finish first).
+    pub fn unload_model(
+        &self,
+        models: &BTreeMap<String, ModelState>,
+        name: &str,
+    ) -> Result<(), InferError> {
+        Self::pick(models, name, None).map(|_| ())?;
+        self.unloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, loaded.clone());
-        tracing::info!(model = %what, "model loaded");
-        Ok(loaded)
+            .retain(|(n, _), _| n != name);
+        tracing::info!(model = %name, "model unloaded");
+        Ok(())
     }
-}
 
-/// Scores `rows` (row-major, `n_features` wide) on a blocking thread; returns `n_outputs` values
-/// per row.
-pub async fn score(model: Arc<LoadedModel>, rows: Vec<f64>) -> Result<Vec<f64>, InferError> {
-    tokio::task::spawn_blocking(move || {
-        let info = model.model.info();
-        let n = rows.len() / info.n_features().max(1);
-        let mut out = vec![0.0; n * info.n_outputs];
-        model
-            .model
-            .predict(&rows, &mut out)
-            .map(|_| out)
-            .map_err(|e| InferError::BadRequest(e.to_string()))
-    })
-    .await
-    .map_err(|e| InferError::Internal(format!("scoring failed: {e}")))?
+    /// Repository extension: every registered version and whether it is loaded.
+    pub fn index(&self, models: &BTreeMap<String, ModelState>) -> Vec<IndexEntry> {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let unloaded = self.unloaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (name, model) in models {
+            for v in &model.versions {
+                let key = (name.clone(), v.spec.version);
+                let is_loaded = loaded.get(&key).is_some_and(|s| s.initialized());
+                let (state, reason) = if v.stage == Stage::Archived {
+                    ("UNAVAILABLE", "archived".to_string())
+                } else if unloaded.contains(name) {
+                    ("UNAVAILABLE", "unloaded".to_string())
+                } else if is_loaded {
+                    ("READY", String::new())
+                } else {
+                    (
+                        "UNAVAILABLE",
+                        "not loaded yet (loads on first request)".to_string(),
+                    )
+                };
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version: v.spec.version.to_string(),
+                    state,
+                    reason,
+                });
+            }
+        }
+        out
+    }
 }

@@ -11,23 +11,28 @@
 //! `.await`; a background task replays new registry events and swaps the snapshot, so `kiln
 //! apply` from another process is picked up without a restart.
 
+pub mod batching;
 pub mod error;
 mod feast;
+pub mod grpc;
 pub mod inference;
 mod json;
 mod oip;
 mod predict;
 mod state;
+pub mod tensor;
 
 use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+pub use batching::BatchConfig;
 pub use feast::encode_response;
-pub use state::ServeState;
+pub use state::{ServeOptions, ServeState};
 
 /// The HTTP routes.
 pub fn router(state: ServeState) -> Router {
@@ -54,9 +59,21 @@ pub fn router(state: ServeState) -> Router {
             "/v2/models/{name}/versions/{version}/infer",
             post(oip::infer),
         )
+        .route("/v2/repository/index", post(oip::repository_index))
+        .route(
+            "/v2/repository/models/{name}/load",
+            post(oip::repository_load),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(oip::repository_unload),
+        )
         // Predict by entity: features from the online store, then the model.
         .route("/v1/models/{name}/predict", post(predict::predict))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(state.max_request_bytes()))
+        .with_state(state.clone())
+        // The same protocol over gRPC, on the same port (HTTP/2).
+        .merge(grpc::router(state))
 }
 
 /// Liveness: the process answers.

@@ -1,24 +1,23 @@
 //! The Open Inference Protocol (KServe V2) over REST: health, server and model metadata, model
-//! readiness and inference, with JSON tensors. Thin: requests become rows for
-//! `inference::score`, results become tensors.
-//!
-//! A tabular model takes either one 2-D tensor `[N, F]` (any name; F the model's input count,
-//! in its input order) or one tensor per input feature, named like the features, of shape `[N]`
-//! or `[N, 1]`. JSON `null` in the data is a missing value. The output is `predict`,
-//! `FP64 [N, K]` (K = the model's outputs: class probabilities, or one value).
+//! readiness, inference with JSON tensors and with the binary tensor extension
+//! (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data_output`), and the
+//! model repository extension (index, load, unload). Thin: bodies decode into the core's
+//! [`tensor::InferRequest`]; answers encode its [`tensor::InferResponse`]. JSON `null` in
+//! tensor data is a missing value.
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ServeState;
 use crate::error::OipError;
-use crate::inference::{LoadedModel, ModelHub, score};
-
-pub(crate) const OUTPUT: &str = "predict";
+use crate::inference::InferError;
+use crate::tensor::{self, InferRequest, InputTensor, OUTPUT};
 
 pub(crate) async fn live() -> StatusCode {
     StatusCode::OK
@@ -31,28 +30,11 @@ pub(crate) async fn ready(State(state): State<ServeState>) -> StatusCode {
     }
 }
 
+/// The protocol extensions this server implements.
+pub(crate) const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
+
 pub(crate) async fn server_metadata() -> Json<Value> {
-    Json(json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }))
-}
-
-fn version_arg(v: Option<String>) -> Result<Option<u32>, OipError> {
-    v.map(|v| {
-        v.trim_start_matches('v')
-            .parse::<u32>()
-            .map_err(|_| OipError::bad_request(format!("model version {v:?} is not a number")))
-    })
-    .transpose()
-}
-
-async fn resolve(
-    state: &ServeState,
-    name: &str,
-    version: Option<String>,
-) -> Result<std::sync::Arc<LoadedModel>, OipError> {
-    let version = version_arg(version)?;
-    let snapshot = state.snapshot();
-    let spec = ModelHub::pick(&snapshot.models, name, version)?.clone();
-    Ok(state.models().get(&spec).await?)
+    Json(json!({ "name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
 }
 
 pub(crate) async fn model_metadata(
@@ -60,21 +42,14 @@ pub(crate) async fn model_metadata(
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>, OipError> {
     let (name, version) = name_version(params);
-    let snapshot = state.snapshot();
-    let spec = ModelHub::pick(&snapshot.models, &name, version_arg(version)?)?;
-    let versions: Vec<String> = snapshot.models[&name]
-        .versions
-        .iter()
-        .map(|v| v.spec.version.to_string())
-        .collect();
-    let f = spec.inputs.len() as i64;
+    let m = tensor::model_metadata(&state, &name, version.as_deref())?;
     Ok(Json(json!({
-        "name": name,
-        "versions": versions,
-        "platform": format!("kiln_{}", spec.format),
-        "inputs": [{ "name": "input", "datatype": "FP64", "shape": [-1, f] }],
-        "outputs": [{ "name": OUTPUT, "datatype": "FP64", "shape": [-1, spec.n_outputs] }],
-        "parameters": { "version": spec.version.to_string(), "feature_names": spec.inputs, "objective": spec.objective },
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
+        "inputs": m.inputs,
+        "outputs": m.outputs,
+        "parameters": { "version": m.version, "feature_names": m.feature_names, "objective": m.objective },
     })))
 }
 
@@ -83,7 +58,7 @@ pub(crate) async fn model_ready(
     Path(params): Path<Vec<(String, String)>>,
 ) -> Result<StatusCode, OipError> {
     let (name, version) = name_version(params);
-    resolve(&state, &name, version).await?;
+    tensor::resolve(&state, &name, version.as_deref()).await?;
     Ok(StatusCode::OK)
 }
 
@@ -100,30 +75,38 @@ fn name_version(params: Vec<(String, String)>) -> (String, Option<String>) {
     (name, version)
 }
 
+/// The JSON part of an inference request (all of it, without the binary extension).
 #[derive(Debug, Deserialize)]
-struct InferRequest {
+struct JsonRequest {
     #[serde(default)]
     id: Option<String>,
-    inputs: Vec<Tensor>,
+    inputs: Vec<JsonTensor>,
     #[serde(default)]
-    outputs: Vec<RequestedOutput>,
+    outputs: Vec<JsonOutput>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Tensor {
+struct JsonTensor {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    data: Value,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct RequestedOutput {
+struct JsonOutput {
     name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
 }
 
 /// Flattens nested JSON arrays of numbers (or booleans, or nulls for missing values).
-fn flatten(input: &str, v: &Value, out: &mut Vec<f64>) -> Result<(), OipError> {
+fn flatten(input: &str, v: &Value, out: &mut Vec<f64>) -> Result<(), InferError> {
     match v {
         Value::Array(items) => items.iter().try_for_each(|x| flatten(input, x, out)),
         Value::Number(n) => {
@@ -138,135 +121,230 @@ fn flatten(input: &str, v: &Value, out: &mut Vec<f64>) -> Result<(), OipError> {
             out.push(f64::NAN);
             Ok(())
         }
-        other => Err(OipError::bad_request(format!(
+        other => Err(tensor::bad(format!(
             "input {input:?}: data holds {other}, not a number"
         ))),
     }
 }
 
-const DATATYPES: [&str; 11] = [
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32",
-    "FP64",
-];
-
-/// Checks one tensor's datatype, shape and element count; returns its values.
-fn tensor_values(t: &Tensor) -> Result<Vec<f64>, OipError> {
-    if !DATATYPES.contains(&t.datatype.as_str()) {
-        return Err(OipError::bad_request(format!(
-            "input {:?}: datatype {:?} is not numeric (expected one of {})",
-            t.name,
-            t.datatype,
-            DATATYPES.join(", ")
-        )));
-    }
-    if t.shape.iter().any(|d| *d < 0) {
-        return Err(OipError::bad_request(format!(
-            "input {:?}: shape {:?} has a negative dimension",
-            t.name, t.shape
-        )));
-    }
-    let mut values = Vec::new();
-    flatten(&t.name, &t.data, &mut values)?;
-    let expected: i64 = t.shape.iter().product();
-    if values.len() as i64 != expected {
-        return Err(OipError::bad_request(format!(
-            "input {:?}: shape {:?} has {expected} elements but data has {}",
-            t.name,
-            t.shape,
-            values.len()
-        )));
-    }
-    Ok(values)
+fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
+    parameters
+        .get(key)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
-/// The request's tensors as row-major rows in the model's input order.
-fn rows(model: &LoadedModel, inputs: &[Tensor]) -> Result<(Vec<f64>, usize), OipError> {
-    let names = &model.spec.inputs;
-    let f = names.len();
-    let expected = || {
-        format!(
-            "model {} takes one tensor of shape [N, {f}] or one tensor per input ({}) of shape [N]",
-            model.spec.name,
-            names.join(", ")
-        )
+/// The binary tensor extension's header: how many leading bytes of the body are JSON.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Splits a request body into its JSON header and the binary tensor data after it.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), InferError> {
+    let Some(h) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
     };
-    if let [t] = inputs {
-        let values = tensor_values(t)?;
-        let n = match t.shape.as_slice() {
-            [n, w] if *w as usize == f => *n as usize,
-            [w] if *w as usize == f => 1,
-            [n] | [n, 1] if f == 1 => *n as usize,
-            other => {
-                return Err(OipError::bad_request(format!(
-                    "input {:?}: shape {other:?} does not fit: {}",
-                    t.name,
-                    expected()
+    let n: usize = h
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            tensor::bad(format!(
+                "header Inference-Header-Content-Length: {h:?} is not a byte count"
+            ))
+        })?;
+    if n > body.len() {
+        return Err(tensor::bad(format!(
+            "header Inference-Header-Content-Length says {n} bytes of JSON but the body has {}",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(n))
+}
+
+/// Decodes a REST request (JSON tensors, binary tensors, or both) into the core's form.
+fn decode(
+    name: String,
+    version: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(InferRequest, bool), InferError> {
+    let (json_part, mut binary) = split_body(headers, body)?;
+    let req: JsonRequest = serde_json::from_slice(json_part)
+        .map_err(|e| tensor::bad(format!("invalid inference request: {e}")))?;
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for t in req.inputs {
+        let data = match (t.parameters.get("binary_data_size"), &t.data) {
+            (Some(size), _) => {
+                let size = size.as_u64().ok_or_else(|| {
+                    tensor::bad(format!(
+                        "input {:?}: parameters.binary_data_size {size} is not a byte count",
+                        t.name
+                    ))
+                })? as usize;
+                if size > binary.len() {
+                    return Err(tensor::bad(format!(
+                        "input {:?}: binary_data_size {size} but only {} bytes of binary data remain",
+                        t.name,
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                tensor::decode_raw(&t.name, &t.datatype, &t.shape, mine)?
+            }
+            (None, Some(data)) => {
+                tensor::check_header(&t.name, &t.datatype, &t.shape)?;
+                let mut values = Vec::new();
+                flatten(&t.name, data, &mut values)?;
+                values
+            }
+            (None, None) => {
+                return Err(tensor::bad(format!(
+                    "input {:?} has neither data nor parameters.binary_data_size",
+                    t.name
                 )));
             }
         };
-        return Ok((values, n));
+        inputs.push(InputTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            data,
+        });
     }
-    let mut columns = Vec::with_capacity(f);
-    for name in names {
-        let t = inputs
+    if !binary.is_empty() {
+        return Err(tensor::bad(format!(
+            "{} bytes of binary data are not claimed by any input's binary_data_size",
+            binary.len()
+        )));
+    }
+    // Binary output when asked for per output or for the whole request.
+    let binary_out = flag(&req.parameters, "binary_data_output")
+        || req
+            .outputs
             .iter()
-            .find(|t| &t.name == name)
-            .ok_or_else(|| OipError::bad_request(format!("no input {name:?}: {}", expected())))?;
-        if !matches!(t.shape.as_slice(), [_] | [_, 1]) {
-            return Err(OipError::bad_request(format!(
-                "input {name:?}: shape {:?} should be [N] or [N, 1]",
-                t.shape
-            )));
+            .any(|o| flag(&o.parameters, "binary_data"));
+    Ok((
+        InferRequest {
+            model: name,
+            version,
+            id: req.id,
+            inputs,
+            outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+        },
+        binary_out,
+    ))
+}
+
+/// The request body, or a 413 naming the limit.
+pub(crate) fn body_or_413(
+    state: &ServeState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, OipError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OipError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "the request body is larger than this server's limit of {} bytes (serve.max_request_bytes)",
+                    state.max_request_bytes()
+                ),
+                retry_after: None,
+            }
+        } else {
+            OipError::bad_request(format!("cannot read the request body: {e}"))
         }
-        columns.push(tensor_values(t)?);
-    }
-    if let Some(extra) = inputs.iter().find(|t| !names.contains(&t.name)) {
-        return Err(OipError::bad_request(format!(
-            "unknown input {:?}: {}",
-            extra.name,
-            expected()
-        )));
-    }
-    let n = columns.first().map_or(0, Vec::len);
-    if let Some((i, c)) = columns.iter().enumerate().find(|(_, c)| c.len() != n) {
-        return Err(OipError::bad_request(format!(
-            "input {:?} has {} rows, input {:?} has {n}",
-            names[i],
-            c.len(),
-            names[0]
-        )));
-    }
-    let rows = (0..n)
-        .flat_map(|r| columns.iter().map(move |c| c[r]))
-        .collect();
-    Ok((rows, n))
+    })
 }
 
 pub(crate) async fn infer(
     State(state): State<ServeState>,
     Path(params): Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OipError> {
+    let body = body_or_413(&state, body)?;
+    let (name, version) = name_version(params);
+    let (req, binary_out) = decode(name, version, &headers, &body)?;
+    let resp = tensor::infer(&state, req).await?;
+    let [n, k] = resp.shape;
+    let mut output = json!({ "name": OUTPUT, "datatype": "FP64", "shape": [n, k] });
+    if binary_out {
+        output["parameters"] = json!({ "binary_data_size": resp.data.len() * 8 });
+    } else {
+        output["data"] = json!(resp.data);
+    }
+    let mut head = json!({
+        "model_name": resp.model_name,
+        "model_version": resp.model_version,
+        "outputs": [output],
+    });
+    if let Some(id) = resp.id {
+        head["id"] = Value::String(id);
+    }
+    if !binary_out {
+        return Ok(Json(head).into_response());
+    }
+    let head = head.to_string();
+    let mut body = Vec::with_capacity(head.len() + resp.data.len() * 8);
+    body.extend_from_slice(head.as_bytes());
+    for x in &resp.data {
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                HeaderName::from_static(HEADER_LENGTH),
+                head.len().to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+// ---- the model repository extension ----
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+pub(crate) async fn repository_index(
+    State(state): State<ServeState>,
     body: Bytes,
 ) -> Result<Json<Value>, OipError> {
-    let (name, version) = name_version(params);
-    let req: InferRequest = serde_json::from_slice(&body)
-        .map_err(|e| OipError::bad_request(format!("invalid inference request: {e}")))?;
-    let model = resolve(&state, &name, version).await?;
-    if let Some(o) = req.outputs.iter().find(|o| o.name != OUTPUT) {
-        return Err(OipError::bad_request(format!(
-            "unknown output {:?} (the model has {OUTPUT:?})",
-            o.name
-        )));
-    }
-    let (rows, n) = rows(&model, &req.inputs)?;
-    let k = model.spec.n_outputs;
-    let out = score(model.clone(), rows).await?;
-    let mut resp = json!({
-        "model_name": model.spec.name,
-        "model_version": model.spec.version.to_string(),
-        "outputs": [{ "name": OUTPUT, "datatype": "FP64", "shape": [n, k], "data": out }],
-    });
-    if let Some(id) = req.id {
-        resp["id"] = Value::String(id);
-    }
-    Ok(Json(resp))
+    let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| OipError::bad_request(format!("invalid repository index request: {e}")))?
+    };
+    let snapshot = state.snapshot();
+    let index: Vec<_> = state
+        .models()
+        .index(&snapshot.models)
+        .into_iter()
+        .filter(|e| !req.ready || e.state == "READY")
+        .collect();
+    Ok(Json(json!(index)))
+}
+
+pub(crate) async fn repository_load(
+    State(state): State<ServeState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, OipError> {
+    let snapshot = state.snapshot();
+    state.models().load_model(&snapshot.models, &name).await?;
+    Ok(Json(json!({})))
+}
+
+pub(crate) async fn repository_unload(
+    State(state): State<ServeState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, OipError> {
+    let snapshot = state.snapshot();
+    state.models().unload_model(&snapshot.models, &name)?;
+    Ok(Json(json!({})))
 }

@@ -5,6 +5,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use kiln_core::Value as V;
 use kiln_core::spec::MissingPolicy;
@@ -15,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::ServeState;
 use crate::error::OipError;
-use crate::inference::{ModelHub, score};
+use crate::inference::ModelHub;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,8 +46,9 @@ fn number(v: &V) -> Option<f64> {
 pub(crate) async fn predict(
     State(state): State<ServeState>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, OipError> {
+    let body = crate::oip::body_or_413(&state, body)?;
     let req: PredictRequest = serde_json::from_slice(&body)
         .map_err(|e| OipError::bad_request(format!("invalid predict request: {e}")))?;
     let snapshot = state.snapshot();
@@ -142,7 +144,7 @@ pub(crate) async fn predict(
 
     let model = state.models().get(&spec).await?;
     let k = spec.n_outputs;
-    let scores = score(model, rows).await?;
+    let scores = model.score(rows).await?.values;
     let scores: Vec<&[f64]> = scores.chunks(k.max(1)).collect();
     let mut out = json!({
         "model_name": spec.name,

@@ -11,7 +11,28 @@ use kiln_store::artifacts::ArtifactStore;
 use kiln_store::online::OnlineStore;
 use tokio::task::JoinHandle;
 
+use crate::batching::BatchConfig;
 use crate::inference::ModelHub;
+
+/// How the server serves, beyond what the registry says.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where model files are read from; without one, models cannot be loaded.
+    pub artifacts: Option<ArtifactStore>,
+    pub batching: BatchConfig,
+    /// Request bodies larger than this are refused with 413.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            artifacts: None,
+            batching: BatchConfig::default(),
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
 
 /// What requests read of the registry, replaced whole when the registry changes.
 pub struct Snapshot {
@@ -40,16 +61,16 @@ struct Inner {
     registry: Option<Registry>,
     store: Arc<dyn OnlineStore>,
     models: ModelHub,
+    max_request_bytes: usize,
 }
 
 impl ServeState {
-    /// Serving state from a registry state; `registry`, when given, is polled for changes;
-    /// `artifacts` is where model files are read from.
+    /// Serving state from a registry state; `registry`, when given, is polled for changes.
     pub fn new(
         state: State,
         registry: Option<Registry>,
         store: Arc<dyn OnlineStore>,
-        artifacts: Option<ArtifactStore>,
+        options: ServeOptions,
     ) -> ServeState {
         ServeState {
             inner: Arc::new(Inner {
@@ -57,7 +78,8 @@ impl ServeState {
                 registry_state: tokio::sync::Mutex::new(state),
                 registry,
                 store,
-                models: ModelHub::new(artifacts),
+                models: ModelHub::new(options.artifacts, options.batching),
+                max_request_bytes: options.max_request_bytes,
             }),
         }
     }
@@ -76,6 +98,16 @@ impl ServeState {
         &self.inner.models
     }
 
+    pub fn max_request_bytes(&self) -> usize {
+        self.inner.max_request_bytes
+    }
+
+    /// Loads the models that answer by default, so first requests do not wait.
+    pub async fn preload_models(&self) {
+        let snapshot = self.snapshot();
+        self.models().preload(&snapshot.models).await;
+    }
+
     pub fn store(&self) -> &dyn OnlineStore {
         self.inner.store.as_ref()
     }
@@ -89,6 +121,8 @@ impl ServeState {
         let changed = registry.refresh(&mut state).await?;
         if changed {
             let snapshot = Arc::new(Snapshot::of(&state));
+            // A promoted version is loaded before it is served: the switch is one pointer swap.
+            self.models().preload(&snapshot.models).await;
             *self
                 .inner
                 .snapshot

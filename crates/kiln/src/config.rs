@@ -156,6 +156,38 @@ pub struct ServeConfig {
     /// How often the server looks for registry changes.
     #[serde(default = "default_refresh")]
     pub registry_refresh: String,
+    /// Larger request bodies are refused with 413.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Dynamic batching, per model version: rows scored together at most.
+    #[serde(default = "default_max_batch_rows")]
+    pub max_batch_rows: usize,
+    /// How long a batch's first request may wait for others (0: never wait; a batch is what
+    /// queued while the previous one was scored).
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Requests waiting per model version; beyond it they are refused with 429.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Scoring threads per model version.
+    #[serde(default = "default_batch_workers")]
+    pub batch_workers: usize,
+}
+
+fn default_max_request_bytes() -> usize {
+    kiln_serve::ServeOptions::default().max_request_bytes
+}
+
+fn default_max_batch_rows() -> usize {
+    kiln_serve::BatchConfig::default().max_batch_rows
+}
+
+fn default_queue_capacity() -> usize {
+    kiln_serve::BatchConfig::default().queue_capacity
+}
+
+fn default_batch_workers() -> usize {
+    kiln_serve::BatchConfig::default().workers
 }
 
 fn default_addr() -> String {
@@ -171,6 +203,11 @@ impl Default for ServeConfig {
         ServeConfig {
             addr: default_addr(),
             registry_refresh: default_refresh(),
+            max_request_bytes: default_max_request_bytes(),
+            max_batch_rows: default_max_batch_rows(),
+            max_queue_delay_us: 0,
+            queue_capacity: default_queue_capacity(),
+            batch_workers: default_batch_workers(),
         }
     }
 }
@@ -253,6 +290,16 @@ impl Config {
                 "serve.addr {:?}: expected HOST:PORT like 127.0.0.1:6566",
                 self.serve.addr
             ));
+        }
+        for (key, value) in [
+            ("max_request_bytes", self.serve.max_request_bytes),
+            ("max_batch_rows", self.serve.max_batch_rows),
+            ("queue_capacity", self.serve.queue_capacity),
+            ("batch_workers", self.serve.batch_workers),
+        ] {
+            if value == 0 {
+                errors.push(format!("serve.{key}: must be at least 1"));
+            }
         }
         if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {
             errors.push(format!("serve.registry_refresh: {e}"));

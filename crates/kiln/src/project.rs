@@ -69,6 +69,21 @@ impl Project {
         )?)
     }
 
+    /// How `kiln serve` serves models, from `[serve]` and `[artifacts]`.
+    pub fn serve_options(&self) -> anyhow::Result<kiln_serve::ServeOptions> {
+        let s = &self.config.serve;
+        Ok(kiln_serve::ServeOptions {
+            artifacts: Some(self.artifacts()?),
+            batching: kiln_serve::BatchConfig {
+                max_batch_rows: s.max_batch_rows,
+                max_queue_delay: std::time::Duration::from_micros(s.max_queue_delay_us),
+                queue_capacity: s.queue_capacity,
+                workers: s.batch_workers,
+            },
+            max_request_bytes: s.max_request_bytes,
+        })
+    }
+
     pub fn spill_dir(&self) -> PathBuf {
         match &self.config.offline_store.spill_dir {
             Some(d) => self.dir.join(d),

@@ -141,7 +141,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         registry.state().await?,
         Some(registry),
         project.online_store()?,
-        Some(project.artifacts()?),
+        project.serve_options()?,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

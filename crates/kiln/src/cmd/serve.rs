@@ -33,8 +33,9 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> anyhow::Result<()> {
         state,
         Some(registry),
         store.clone(),
-        Some(project.artifacts()?),
+        project.serve_options()?,
     );
+    serve_state.preload_models().await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -8,3 +8,4 @@ mod inference;
 mod materialize;
 mod models;
 mod serve;
+mod serving;
