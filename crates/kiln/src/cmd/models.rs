@@ -347,6 +347,7 @@ async fn register(
     let ext = match format {
         Format::Xgboost => "json",
         Format::Lightgbm => "txt",
+        Format::Pipeline => "kiln.json",
     };
     let artifact = format!("models/{name}/v{version}/model.{ext}");
     let sha256 = sha256_hex(&bytes);
