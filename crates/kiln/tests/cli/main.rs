@@ -7,4 +7,5 @@ mod definitions;
 mod inference;
 mod materialize;
 mod models;
+mod pipeline;
 mod serve;
