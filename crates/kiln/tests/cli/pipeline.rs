@@ -274,3 +274,86 @@ fn bad_pipelines_and_inputs_get_clear_errors() {
     );
     assert!(!out.exists(), "no output is left behind on failure");
 }
+
+#[test]
+fn a_pipeline_on_a_feature_service_predicts_by_entity() {
+    let p = init(&[]);
+    ok(p.run(&["apply"]));
+    ok(p.run(&["materialize", "--start", "2000-01-01"]));
+    let ranker = model_fixture("driver_ranker.json");
+    // A member path may be absolute; relative ones are taken from the definition's directory.
+    p.write(
+        "ranker_pipeline.toml",
+        &format!(
+            r#"inputs = ["conv_rate", "acc_rate", "avg_daily_trips"]
+[[preprocess]]
+impute = {{ column = "acc_rate", value = 0.5 }}
+[[preprocess]]
+clip = {{ column = "avg_daily_trips", max = 40 }}
+[model]
+path = "{ranker}"
+format = "xgboost"
+"#
+        ),
+    );
+    let defn = p.dir.join("ranker_pipeline.toml");
+    for (name, path, format) in [
+        ("piped", defn.to_str().expect("utf-8"), "pipeline"),
+        ("plain", ranker.as_str(), "xgboost"),
+    ] {
+        ok(p.run(&[
+            "models",
+            "register",
+            name,
+            "--path",
+            path,
+            "--format",
+            format,
+            "--feature-service",
+            "driver_activity",
+        ]));
+    }
+    let server = Server::start(&p.dir, &[]);
+    let (status, pred) = post_to(
+        &server.addr,
+        "/v1/models/piped/predict",
+        json!({"entities": {"driver_id": [1001, 99999, 1050]}, "return_features": true}),
+    );
+    assert_eq!(status, 200, "{pred}");
+    // The same preprocessing by hand, then the plain model over OIP.
+    let f = &pred["features"];
+    let rows: Vec<Value> = (0..3)
+        .map(|r| {
+            let acc = f["acc_rate"][r].as_f64().unwrap_or(0.5);
+            let trips = f["avg_daily_trips"][r].as_f64().map(|t| t.min(40.0));
+            json!([f["conv_rate"][r], acc, trips])
+        })
+        .collect();
+    let (status, direct) = post_to(
+        &server.addr,
+        "/v2/models/plain/infer",
+        json!({"inputs": [{"name": "x", "shape": [3, 3], "datatype": "FP64", "data": rows}]}),
+    );
+    assert_eq!(status, 200, "{direct}");
+    let scores: Vec<Value> = pred["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .map(|s| s[0].clone())
+        .collect();
+    assert_eq!(Value::Array(scores), direct["outputs"][0]["data"]);
+    // And the preprocessing mattered: the raw features score differently.
+    let raw: Vec<Value> = (0..3)
+        .map(|r| json!([f["conv_rate"][r], f["acc_rate"][r], f["avg_daily_trips"][r]]))
+        .collect();
+    let (_, unprocessed) = post_to(
+        &server.addr,
+        "/v2/models/plain/infer",
+        json!({"inputs": [{"name": "x", "shape": [3, 3], "datatype": "FP64", "data": raw}]}),
+    );
+    assert_ne!(
+        unprocessed["outputs"][0]["data"], direct["outputs"][0]["data"],
+        "{f}"
+    );
+    assert!(server.stop());
+}
