@@ -11,6 +11,7 @@
 mod error;
 mod lightgbm;
 mod objective;
+pub mod pipeline;
 mod xgboost;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use std::str::FromStr;
 pub use error::ModelError;
 pub use lightgbm::LightGbmModel;
 pub use objective::Link;
+pub use pipeline::{PipelineModel, build_bundle};
 pub use xgboost::XgboostModel;
 
 /// A model file's format.
@@ -29,6 +31,8 @@ pub enum Format {
     Xgboost,
     /// LightGBM's text model (`Booster.save_model("model.txt")`).
     Lightgbm,
+    /// A Kiln pipeline bundle: preprocessing plus a model or ensemble ([`pipeline`]).
+    Pipeline,
 }
 
 impl fmt::Display for Format {
@@ -36,6 +40,7 @@ impl fmt::Display for Format {
         f.write_str(match self {
             Format::Xgboost => "xgboost",
             Format::Lightgbm => "lightgbm",
+            Format::Pipeline => "pipeline",
         })
     }
 }
@@ -47,6 +52,7 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "xgboost" | "xgb" => Ok(Format::Xgboost),
             "lightgbm" | "lgbm" | "lgb" => Ok(Format::Lightgbm),
+            "pipeline" => Ok(Format::Pipeline),
             other => Err(ModelError::UnknownFormat(other.to_string())),
         }
     }
@@ -152,5 +158,6 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Box<dyn Model>, ModelError> 
     Ok(match format {
         Format::Xgboost => Box::new(XgboostModel::from_json(bytes)?),
         Format::Lightgbm => Box::new(LightGbmModel::from_text(bytes)?),
+        Format::Pipeline => Box::new(PipelineModel::from_bundle(bytes)?),
     })
 }

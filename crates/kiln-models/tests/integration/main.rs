@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod pipeline;
+
 use kiln_models::{Format, ModelError, load};
 use serde_json::Value;
 

@@ -9,6 +9,7 @@ mod init;
 mod inspect;
 mod materialize;
 pub(crate) mod models;
+mod score;
 mod serve;
 
 use std::path::PathBuf;
@@ -70,7 +71,7 @@ pub enum Command {
         #[command(subcommand)]
         cmd: features::FeaturesCmd,
     },
-    /// The model registry: register, list, show, promote, archive.
+    /// The model registry: register, list, show, promote, archive, score offline.
     Models {
         #[command(subcommand)]
         cmd: models::ModelsCmd,

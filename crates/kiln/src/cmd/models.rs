@@ -42,12 +42,15 @@ pub enum ModelsCmd {
         #[arg(long)]
         version: u32,
     },
+    /// Score a Parquet file offline with a version, as serving scores it.
+    Score(super::score::ScoreArgs),
 }
 
 #[derive(clap::Args)]
 pub struct RegisterArgs {
     pub name: String,
-    /// The model file (XGBoost JSON or LightGBM text).
+    /// The model file (XGBoost JSON, LightGBM text), or a pipeline definition (TOML) with
+    /// --format pipeline: its member files are bundled into the artifact.
     #[arg(long)]
     pub path: PathBuf,
     #[arg(long)]
@@ -190,6 +193,7 @@ pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
         ModelsCmd::Archive { name, version } => {
             change_stage(ctx, &registry, &state, &name, version, Stage::Archived).await?;
         }
+        ModelsCmd::Score(a) => super::score::run(ctx, &project, &state, a).await?,
     }
     Ok(())
 }
@@ -253,8 +257,12 @@ async fn register(
         anyhow::bail!("model name {name:?}: use letters, digits, '_' and '-'");
     }
     let format: Format = a.format.parse()?;
-    let bytes =
-        std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    // A pipeline definition becomes one self-contained bundle: the artifact that is stored,
+    // hashed and served.
+    let bytes = match format {
+        Format::Pipeline => kiln_models::build_bundle(&a.path)?,
+        _ => std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?,
+    };
     let model = kiln_models::load(format, &bytes)
         .with_context(|| format!("{} does not load as a {format} model", a.path.display()))?;
     let info = model.info();
@@ -347,6 +355,7 @@ async fn register(
     let ext = match format {
         Format::Xgboost => "json",
         Format::Lightgbm => "txt",
+        Format::Pipeline => "kiln.json",
     };
     let artifact = format!("models/{name}/v{version}/model.{ext}");
     let sha256 = sha256_hex(&bytes);

@@ -7,5 +7,6 @@ mod definitions;
 mod inference;
 mod materialize;
 mod models;
+mod pipeline;
 mod serve;
 mod serving;
