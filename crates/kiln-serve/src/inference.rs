@@ -60,6 +60,7 @@ type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 pub struct ModelHub {
     artifacts: Option<ArtifactStore>,
     batching: BatchConfig,
+    model_batching: BTreeMap<String, BatchConfig>,
     loaded: Mutex<HashMap<(String, u32), Slot>>,
     /// Models unloaded through the repository extension: not served until loaded again.
     unloaded: Mutex<BTreeSet<String>>,
@@ -76,10 +77,15 @@ pub struct IndexEntry {
 }
 
 impl ModelHub {
-    pub fn new(artifacts: Option<ArtifactStore>, batching: BatchConfig) -> ModelHub {
+    pub fn new(
+        artifacts: Option<ArtifactStore>,
+        batching: BatchConfig,
+        model_batching: BTreeMap<String, BatchConfig>,
+    ) -> ModelHub {
         ModelHub {
             artifacts,
             batching,
+            model_batching,
             loaded: Mutex::new(HashMap::new()),
             unloaded: Mutex::new(BTreeSet::new()),
         }
@@ -189,7 +195,11 @@ impl ModelHub {
             .map_err(|e| InferError::Internal(format!("{what}: loading failed: {e}")))?
             .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
         let model: Arc<dyn Model> = Arc::from(model);
-        let batcher = Batcher::start(model.clone(), what.clone(), self.batching);
+        let batching = *self
+            .model_batching
+            .get(&spec.name)
+            .unwrap_or(&self.batching);
+        let batcher = Batcher::start(model.clone(), what.clone(), batching);
         tracing::info!(model = %what, "model loaded");
         Ok(Arc::new(LoadedModel {
             spec: spec.clone(),

@@ -19,7 +19,10 @@ use crate::inference::ModelHub;
 pub struct ServeOptions {
     /// Where model files are read from; without one, models cannot be loaded.
     pub artifacts: Option<ArtifactStore>,
+    /// How each model version's requests are batched...
     pub batching: BatchConfig,
+    /// ...unless its model has its own settings here.
+    pub model_batching: BTreeMap<String, BatchConfig>,
     /// Request bodies larger than this are refused with 413.
     pub max_request_bytes: usize,
 }
@@ -29,6 +32,7 @@ impl Default for ServeOptions {
         ServeOptions {
             artifacts: None,
             batching: BatchConfig::default(),
+            model_batching: BTreeMap::new(),
             max_request_bytes: 64 << 20,
         }
     }
@@ -78,7 +82,7 @@ impl ServeState {
                 registry_state: tokio::sync::Mutex::new(state),
                 registry,
                 store,
-                models: ModelHub::new(options.artifacts, options.batching),
+                models: ModelHub::new(options.artifacts, options.batching, options.model_batching),
                 max_request_bytes: options.max_request_bytes,
             }),
         }

@@ -6,6 +6,7 @@
 //! Every problem is reported at once, with the file line for file errors and the variable name
 //! for environment errors.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -172,6 +173,19 @@ pub struct ServeConfig {
     /// Scoring threads per model version.
     #[serde(default = "default_batch_workers")]
     pub batch_workers: usize,
+    /// Batching settings of one model (`[serve.models.NAME]`), over the ones above.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelServeConfig>,
+}
+
+/// A model's own batching settings; what it leaves out comes from `[serve]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelServeConfig {
+    pub max_batch_rows: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub batch_workers: Option<usize>,
 }
 
 fn default_max_request_bytes() -> usize {
@@ -208,6 +222,25 @@ impl Default for ServeConfig {
             max_queue_delay_us: 0,
             queue_capacity: default_queue_capacity(),
             batch_workers: default_batch_workers(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The batching of `model`: its own settings over the server's.
+    pub fn batching(&self, model: Option<&str>) -> kiln_serve::BatchConfig {
+        let own = model
+            .and_then(|m| self.models.get(m))
+            .cloned()
+            .unwrap_or_default();
+        kiln_serve::BatchConfig {
+            max_batch_rows: own.max_batch_rows.unwrap_or(self.max_batch_rows),
+            max_queue_delay: std::time::Duration::from_micros(
+                own.max_queue_delay_us.unwrap_or(self.max_queue_delay_us),
+            ),
+            queue_capacity: own.queue_capacity.unwrap_or(self.queue_capacity),
+            workers: own.batch_workers.unwrap_or(self.batch_workers),
         }
     }
 }
@@ -291,12 +324,27 @@ impl Config {
                 self.serve.addr
             ));
         }
-        for (key, value) in [
-            ("max_request_bytes", self.serve.max_request_bytes),
-            ("max_batch_rows", self.serve.max_batch_rows),
-            ("queue_capacity", self.serve.queue_capacity),
-            ("batch_workers", self.serve.batch_workers),
-        ] {
+        let mut counts = vec![
+            (
+                "max_request_bytes".to_string(),
+                self.serve.max_request_bytes,
+            ),
+            ("max_batch_rows".to_string(), self.serve.max_batch_rows),
+            ("queue_capacity".to_string(), self.serve.queue_capacity),
+            ("batch_workers".to_string(), self.serve.batch_workers),
+        ];
+        for (name, m) in &self.serve.models {
+            for (key, value) in [
+                ("max_batch_rows", m.max_batch_rows),
+                ("queue_capacity", m.queue_capacity),
+                ("batch_workers", m.batch_workers),
+            ] {
+                if let Some(v) = value {
+                    counts.push((format!("models.{name}.{key}"), v));
+                }
+            }
+        }
+        for (key, value) in counts {
             if value == 0 {
                 errors.push(format!("serve.{key}: must be at least 1"));
             }
@@ -419,6 +467,29 @@ mod tests {
         assert_eq!(c.serve.addr, "0.0.0.0:9000");
         assert_eq!(c.offline_store.memory_budget_mb, 64);
         assert_eq!(c.online_store.kind, OnlineStoreType::Memory);
+    }
+
+    #[test]
+    fn a_model_batches_with_its_own_settings_over_the_servers() {
+        let (_d, p) = write(
+            "project = \"demo\"\n[serve]\nmax_batch_rows = 32\n[serve.models.ranker]\nmax_queue_delay_us = 500\n",
+        );
+        let env = vec![(
+            "KILN__SERVE__MODELS__RANKER__BATCH_WORKERS".to_string(),
+            "2".to_string(),
+        )];
+        let c = Config::load(&p, &env).expect("loads");
+        let ranker = c.serve.batching(Some("ranker"));
+        assert_eq!(ranker.max_batch_rows, 32);
+        assert_eq!(
+            ranker.max_queue_delay,
+            std::time::Duration::from_micros(500)
+        );
+        assert_eq!(ranker.workers, 2);
+        assert_eq!(c.serve.batching(Some("other")), c.serve.batching(None));
+        let (_d, p) = write("project = \"demo\"\n[serve.models.ranker]\nqueue_capacity = 0\n");
+        let e = Config::load(&p, &[]).expect_err("zero").to_string();
+        assert!(e.contains("serve.models.ranker.queue_capacity"), "{e}");
     }
 
     #[test]

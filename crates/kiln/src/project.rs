@@ -74,12 +74,12 @@ impl Project {
         let s = &self.config.serve;
         Ok(kiln_serve::ServeOptions {
             artifacts: Some(self.artifacts()?),
-            batching: kiln_serve::BatchConfig {
-                max_batch_rows: s.max_batch_rows,
-                max_queue_delay: std::time::Duration::from_micros(s.max_queue_delay_us),
-                queue_capacity: s.queue_capacity,
-                workers: s.batch_workers,
-            },
+            batching: s.batching(None),
+            model_batching: s
+                .models
+                .keys()
+                .map(|m| (m.clone(), s.batching(Some(m))))
+                .collect(),
             max_request_bytes: s.max_request_bytes,
         })
     }
