@@ -143,6 +143,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
         project.online_store()?,
         project.serve_options()?,
     );
+    state.preload_models().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
