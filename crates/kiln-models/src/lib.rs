@@ -1,5 +1,6 @@
 //! Kiln's model runtimes: one [`Model`] trait, a loader per format chosen by [`load`] (the
-//! factory), and hand-written evaluators.
+//! factory), and hand-written evaluators; ONNX graphs run through [`onnx`] (tract for the
+//! standard operators, Kiln's own code for the ai.onnx.ml ones).
 //!
 //! Tree ensembles (XGBoost JSON, LightGBM text) are evaluated by code written here rather than
 //! through a generic graph runtime: every tree of a model lives in one flat node array (no
@@ -11,6 +12,7 @@
 mod error;
 mod lightgbm;
 mod objective;
+mod onnx;
 mod xgboost;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use std::str::FromStr;
 pub use error::ModelError;
 pub use lightgbm::LightGbmModel;
 pub use objective::Link;
+pub use onnx::OnnxModel;
 pub use xgboost::XgboostModel;
 
 /// A model file's format.
@@ -29,6 +32,8 @@ pub enum Format {
     Xgboost,
     /// LightGBM's text model (`Booster.save_model("model.txt")`).
     Lightgbm,
+    /// An ONNX graph (`.onnx`) as skl2onnx / onnxmltools export tabular models.
+    Onnx,
 }
 
 impl fmt::Display for Format {
@@ -36,6 +41,7 @@ impl fmt::Display for Format {
         f.write_str(match self {
             Format::Xgboost => "xgboost",
             Format::Lightgbm => "lightgbm",
+            Format::Onnx => "onnx",
         })
     }
 }
@@ -47,6 +53,7 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "xgboost" | "xgb" => Ok(Format::Xgboost),
             "lightgbm" | "lgbm" | "lgb" => Ok(Format::Lightgbm),
+            "onnx" => Ok(Format::Onnx),
             other => Err(ModelError::UnknownFormat(other.to_string())),
         }
     }
@@ -152,5 +159,6 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Box<dyn Model>, ModelError> 
     Ok(match format {
         Format::Xgboost => Box::new(XgboostModel::from_json(bytes)?),
         Format::Lightgbm => Box::new(LightGbmModel::from_text(bytes)?),
+        Format::Onnx => Box::new(OnnxModel::from_bytes(bytes)?),
     })
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use kiln_models::{Format, ModelError, load};
 use serde_json::Value;
 
+mod onnx;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -174,7 +176,8 @@ fn bad_files_get_clear_errors() {
         e.contains("unsupported") && e.contains("lambdarank_custom"),
         "{e}"
     );
-    assert!("onnx".parse::<Format>().is_err());
+    assert!("tflite".parse::<Format>().is_err());
+    assert_eq!("onnx".parse::<Format>(), Ok(Format::Onnx));
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub enum ModelsCmd {
 #[derive(clap::Args)]
 pub struct RegisterArgs {
     pub name: String,
-    /// The model file (XGBoost JSON or LightGBM text).
+    /// The model file (XGBoost JSON, LightGBM text or ONNX).
     #[arg(long)]
     pub path: PathBuf,
     #[arg(long)]
@@ -347,6 +347,7 @@ async fn register(
     let ext = match format {
         Format::Xgboost => "json",
         Format::Lightgbm => "txt",
+        Format::Onnx => "onnx",
     };
     let artifact = format!("models/{name}/v{version}/model.{ext}");
     let sha256 = sha256_hex(&bytes);

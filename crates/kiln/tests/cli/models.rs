@@ -164,9 +164,14 @@ fn mismatches_are_refused_at_registration() {
     ]));
     assert!(e.contains("nope.json"), "{e}");
     let e = fails(p.run(&[
+        "models", "register", "ranker", "--path", &ranker, "--format", "tflite",
+    ]));
+    assert!(e.contains("unknown model format \"tflite\""), "{e}");
+    // An XGBoost file is not an ONNX model.
+    let e = fails(p.run(&[
         "models", "register", "ranker", "--path", &ranker, "--format", "onnx",
     ]));
-    assert!(e.contains("unknown model format \"onnx\""), "{e}");
+    assert!(e.contains("does not load as a onnx model"), "{e}");
     let e = fails(p.run(&[
         "models",
         "register",
