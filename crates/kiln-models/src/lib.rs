@@ -1,5 +1,6 @@
 //! Kiln's model runtimes: one [`Model`] trait, a loader per format chosen by [`load`] (the
-//! factory), and hand-written evaluators.
+//! factory), and hand-written evaluators; ONNX graphs run through [`onnx`] (tract for the
+//! standard operators, Kiln's own code for the ai.onnx.ml ones).
 //!
 //! Tree ensembles (XGBoost JSON, LightGBM text) are evaluated by code written here rather than
 //! through a generic graph runtime: every tree of a model lives in one flat node array (no
@@ -11,6 +12,7 @@
 mod error;
 mod lightgbm;
 mod objective;
+mod onnx;
 pub mod pipeline;
 mod xgboost;
 
@@ -20,6 +22,7 @@ use std::str::FromStr;
 pub use error::ModelError;
 pub use lightgbm::LightGbmModel;
 pub use objective::Link;
+pub use onnx::OnnxModel;
 pub use pipeline::{PipelineModel, build_bundle};
 pub use xgboost::XgboostModel;
 
@@ -33,6 +36,8 @@ pub enum Format {
     Lightgbm,
     /// A Kiln pipeline bundle: preprocessing plus a model or ensemble ([`pipeline`]).
     Pipeline,
+    /// An ONNX graph (`.onnx`) as skl2onnx / onnxmltools export tabular models.
+    Onnx,
 }
 
 impl fmt::Display for Format {
@@ -41,6 +46,7 @@ impl fmt::Display for Format {
             Format::Xgboost => "xgboost",
             Format::Lightgbm => "lightgbm",
             Format::Pipeline => "pipeline",
+            Format::Onnx => "onnx",
         })
     }
 }
@@ -53,6 +59,7 @@ impl FromStr for Format {
             "xgboost" | "xgb" => Ok(Format::Xgboost),
             "lightgbm" | "lgbm" | "lgb" => Ok(Format::Lightgbm),
             "pipeline" => Ok(Format::Pipeline),
+            "onnx" => Ok(Format::Onnx),
             other => Err(ModelError::UnknownFormat(other.to_string())),
         }
     }
@@ -159,5 +166,6 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Box<dyn Model>, ModelError> 
         Format::Xgboost => Box::new(XgboostModel::from_json(bytes)?),
         Format::Lightgbm => Box::new(LightGbmModel::from_text(bytes)?),
         Format::Pipeline => Box::new(PipelineModel::from_bundle(bytes)?),
+        Format::Onnx => Box::new(OnnxModel::from_bytes(bytes)?),
     })
 }

@@ -170,7 +170,7 @@ pub fn member_label(def: &Definition, i: usize) -> String {
 pub fn member_format(def: &Definition, i: usize, m: &MemberDef) -> Result<Format, String> {
     let f: Format = m.format.parse().map_err(|_| {
         format!(
-            "{}: format {:?} is not a model format (expected xgboost or lightgbm)",
+            "{}: format {:?} is not a model format (expected xgboost, lightgbm or onnx)",
             member_label(def, i),
             m.format
         )

@@ -148,8 +148,8 @@ fn bad_definitions_name_the_member_and_field() {
             "ensemble.members is empty",
         ),
         (
-            json!({"inputs": ["x"], "model": with(&one, "format", json!("onnx"))}),
-            "p.toml: [model] (m.txt): format \"onnx\" is not a model format",
+            json!({"inputs": ["x"], "model": with(&one, "format", json!("tflite"))}),
+            "p.toml: [model] (m.txt): format \"tflite\" is not a model format",
         ),
         (
             json!({"inputs": ["x"], "model": with(&one, "format", json!("pipeline"))}),

@@ -9,6 +9,8 @@ mod pipeline;
 use kiln_models::{Format, ModelError, load};
 use serde_json::Value;
 
+mod onnx;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -176,7 +178,8 @@ fn bad_files_get_clear_errors() {
         e.contains("unsupported") && e.contains("lambdarank_custom"),
         "{e}"
     );
-    assert!("onnx".parse::<Format>().is_err());
+    assert!("tflite".parse::<Format>().is_err());
+    assert_eq!("onnx".parse::<Format>(), Ok(Format::Onnx));
 }
 
 #[test]

@@ -49,8 +49,8 @@ pub enum ModelsCmd {
 #[derive(clap::Args)]
 pub struct RegisterArgs {
     pub name: String,
-    /// The model file (XGBoost JSON, LightGBM text), or a pipeline definition (TOML) with
-    /// --format pipeline: its member files are bundled into the artifact.
+    /// The model file (XGBoost JSON, LightGBM text or ONNX), or a pipeline definition (TOML)
+    /// with --format pipeline: its member files are bundled into the artifact.
     #[arg(long)]
     pub path: PathBuf,
     #[arg(long)]
@@ -356,6 +356,7 @@ async fn register(
         Format::Xgboost => "json",
         Format::Lightgbm => "txt",
         Format::Pipeline => "kiln.json",
+        Format::Onnx => "onnx",
     };
     let artifact = format!("models/{name}/v{version}/model.{ext}");
     let sha256 = sha256_hex(&bytes);

@@ -164,9 +164,14 @@ fn mismatches_are_refused_at_registration() {
     ]));
     assert!(e.contains("nope.json"), "{e}");
     let e = fails(p.run(&[
+        "models", "register", "ranker", "--path", &ranker, "--format", "tflite",
+    ]));
+    assert!(e.contains("unknown model format \"tflite\""), "{e}");
+    // An XGBoost file is not an ONNX model.
+    let e = fails(p.run(&[
         "models", "register", "ranker", "--path", &ranker, "--format", "onnx",
     ]));
-    assert!(e.contains("unknown model format \"onnx\""), "{e}");
+    assert!(e.contains("does not load as a onnx model"), "{e}");
     let e = fails(p.run(&[
         "models",
         "register",
@@ -186,4 +191,61 @@ fn mismatches_are_refused_at_registration() {
         json(p.run(&["models", "list", "--output", "json"])),
         serde_json::json!([])
     );
+}
+
+#[test]
+fn register_and_serve_an_onnx_model() {
+    let p = init(&[]);
+    let path = model_fixture("onnx/mlp_binary.onnx");
+    let v = json(p.run(&[
+        "models",
+        "register",
+        "mlp",
+        "--path",
+        &path,
+        "--format",
+        "onnx",
+        "--features",
+        "a,b,c,d,e",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["format"], "onnx");
+    assert_eq!(v["inputs"], serde_json::json!(["a", "b", "c", "d", "e"]));
+    assert!(
+        v["artifact"]
+            .as_str()
+            .expect("artifact")
+            .ends_with("model.onnx"),
+        "{v}"
+    );
+    ok(p.run(&["models", "promote", "mlp", "--version", "1"]));
+
+    // Scored over OIP: onnxruntime's probabilities of the positive class.
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_fixture("onnx/mlp_binary.cases.json")).expect("cases"),
+    )
+    .expect("json");
+    let inputs = cases["inputs"].as_array().expect("inputs");
+    let n = inputs.len();
+    let server = Server::start(&p.dir, &[]);
+    let (status, out) = post_to(
+        &server.addr,
+        "/v2/models/mlp/infer",
+        serde_json::json!({
+            "inputs": [{"name": "input", "shape": [n, 5], "datatype": "FP64", "data": inputs}],
+        }),
+    );
+    assert_eq!(status, 200, "{out}");
+    let got = out["outputs"][0]["data"].as_array().expect("data");
+    assert_eq!(got.len(), n);
+    for (i, (g, e)) in got
+        .iter()
+        .zip(cases["expected"].as_array().expect("expected"))
+        .enumerate()
+    {
+        let (g, e) = (g.as_f64().expect("number"), e[0].as_f64().expect("number"));
+        assert!((g - e).abs() <= 1e-5, "row {i}: kiln {g}, onnxruntime {e}");
+    }
 }
