@@ -1,5 +1,6 @@
 //! The `kiln` binary end to end, as a user runs it: on temporary projects, with real processes,
-//! a real HTTP server, real kill -9s, and PostgreSQL when `KILN_TEST_POSTGRES_URL` is set.
+//! a real HTTP server, real kill -9s, PostgreSQL when `KILN_TEST_POSTGRES_URL` is set and an
+//! S3-compatible server when `KILN_TEST_S3_ENDPOINT` is set.
 
 mod common;
 mod dataset;
@@ -8,5 +9,7 @@ mod inference;
 mod materialize;
 mod models;
 mod pipeline;
+#[cfg(feature = "s3")]
+mod s3;
 mod serve;
 mod serving;
