@@ -15,6 +15,23 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The `*.cases.json` files of a fixture directory, sorted; at least `min` of them.
+fn case_files(dir: &Path, min: usize) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".cases.json"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= min,
+        "expected at least {min} generated fixtures in {}, found {}",
+        dir.display(),
+        cases.len()
+    );
+    cases
+}
+
 fn rows(v: &Value) -> Vec<Vec<f64>> {
     v.as_array()
         .expect("rows")
@@ -31,18 +48,7 @@ fn rows(v: &Value) -> Vec<Vec<f64>> {
 
 #[test]
 fn every_fixture_matches_its_reference_library() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
-        .expect("fixtures directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".cases.json"))
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 8,
-        "expected the generated fixtures in {}, found {}",
-        fixtures().display(),
-        cases.len()
-    );
+    let cases = case_files(&fixtures(), 8);
     let mut failures = Vec::new();
     for path in &cases {
         let case: Value =

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use kiln_models::{Format, ModelError, load};
 use serde_json::Value;
 
-use super::{fixtures, rows};
+use super::{case_files, fixtures, rows};
 
 fn onnx_dir() -> PathBuf {
     fixtures().join("onnx")
@@ -16,17 +16,7 @@ fn onnx_dir() -> PathBuf {
 
 #[test]
 fn every_onnx_fixture_matches_onnxruntime() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(onnx_dir())
-        .expect("onnx fixtures directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".cases.json"))
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 15,
-        "expected the ONNX fixtures, found {}",
-        cases.len()
-    );
+    let cases = case_files(&onnx_dir(), 15);
     let mut failures = Vec::new();
     let mut rejected = 0;
     for path in &cases {

@@ -3,27 +3,15 @@
 //! lightgbm on the transformed data, numpy for the ensembles) must be reproduced: the
 //! preprocessed rows exactly, the predictions to 1e-5.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_models::{Format, Model, PipelineModel, build_bundle, load};
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline")
-}
+use super::{case_files, fixtures, rows};
 
-fn rows(v: &Value) -> Vec<Vec<f64>> {
-    v.as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                .collect()
-        })
-        .collect()
+fn dir() -> PathBuf {
+    fixtures().join("pipeline")
 }
 
 fn same(a: f64, b: f64) -> bool {
@@ -32,17 +20,7 @@ fn same(a: f64, b: f64) -> bool {
 
 #[test]
 fn every_pipeline_fixture_matches_sklearn_and_the_libraries() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("fixtures/pipeline")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".cases.json"))
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 5,
-        "expected the pipeline fixtures, found {}",
-        cases.len()
-    );
+    let cases = case_files(&dir(), 5);
     let mut failures = Vec::new();
     for path in &cases {
         let name = path

@@ -234,3 +234,19 @@ pub fn model_fixture(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     )
 }
+
+/// Registers the XGBoost fixture `driver_ranker.json` as model `ranker` on the example project's
+/// feature service `driver_activity`; returns what the command printed.
+pub fn register_ranker(p: &Project) -> String {
+    ok(p.run(&[
+        "models",
+        "register",
+        "ranker",
+        "--path",
+        &model_fixture("driver_ranker.json"),
+        "--format",
+        "xgboost",
+        "--feature-service",
+        "driver_activity",
+    ]))
+}

@@ -16,17 +16,7 @@ fn oip_and_predict_by_entity() {
     let p = init(&[]);
     ok(p.run(&["apply"]));
     ok(p.run(&["materialize", "--start", "2000-01-01"]));
-    ok(p.run(&[
-        "models",
-        "register",
-        "ranker",
-        "--path",
-        &model_fixture("driver_ranker.json"),
-        "--format",
-        "xgboost",
-        "--feature-service",
-        "driver_activity",
-    ]));
+    register_ranker(&p);
     ok(p.run(&[
         "models",
         "register",

@@ -25,17 +25,7 @@ fn models_register_into_s3_and_serve_from_it() {
         &config.replace("url = \".kiln/artifacts\"", &format!("url = {url:?}")),
     );
     ok(p.run(&["apply"]));
-    let registered = ok(p.run(&[
-        "models",
-        "register",
-        "ranker",
-        "--path",
-        &model_fixture("driver_ranker.json"),
-        "--format",
-        "xgboost",
-        "--feature-service",
-        "driver_activity",
-    ]));
+    let registered = register_ranker(&p);
     assert!(registered.contains(&url), "{registered}");
     ok(p.run(&["models", "promote", "ranker", "--version", "1"]));
     assert!(

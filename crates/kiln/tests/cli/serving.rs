@@ -19,20 +19,6 @@ fn ranker_project() -> Project {
     p
 }
 
-fn register_ranker(p: &Project) {
-    ok(p.run(&[
-        "models",
-        "register",
-        "ranker",
-        "--path",
-        &model_fixture("driver_ranker.json"),
-        "--format",
-        "xgboost",
-        "--feature-service",
-        "driver_activity",
-    ]));
-}
-
 /// The fixture's input rows and xgboost's predictions for them.
 fn cases() -> (Vec<[f64; 3]>, Vec<f64>) {
     let cases: Value = serde_json::from_str(
