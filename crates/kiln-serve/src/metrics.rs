@@ -239,12 +239,9 @@ impl ServeMetrics {
         for def in ALL.iter().filter(|d| d.kind == Kind::Histogram) {
             // Invariant: the bucket lists are non-empty constants (checked by a unit test),
             // the only thing this call refuses.
-            #[allow(clippy::expect_used)]
-            {
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full(def.name.to_string()), def.buckets)
-                    .expect("histogram buckets are non-empty");
-            }
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(def.name.to_string()), def.buckets)
+                .expect("histogram buckets are non-empty");
         }
         let recorder = builder.build_recorder();
         for def in ALL {
