@@ -156,6 +156,8 @@ impl FeatureStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponseColumn {
     pub name: String,
+    /// The feature view the column was read from; `None` for entity key columns.
+    pub view: Option<String>,
     pub values: Vec<Value>,
     pub statuses: Vec<FeatureStatus>,
     /// Event time of each value; 0 (the epoch) for entity keys and missing values, as Feast.
@@ -318,6 +320,7 @@ pub async fn get_online_features(
             .iter()
             .map(|(slot, _)| ResponseColumn {
                 name: names[*slot].clone(),
+                view: Some(view.current.name.clone()),
                 values: Vec::with_capacity(n),
                 statuses: Vec::with_capacity(n),
                 event_timestamps: Vec::with_capacity(n),
@@ -365,6 +368,7 @@ pub async fn get_online_features(
         let values = entity_values.remove(name.as_str()).unwrap_or_default();
         columns.push(ResponseColumn {
             name: name.clone(),
+            view: None,
             statuses: vec![FeatureStatus::Present; values.len()],
             event_timestamps: vec![0; values.len()],
             values,

@@ -23,6 +23,7 @@ use kiln_models::Model;
 use tokio::sync::oneshot;
 
 use crate::inference::InferError;
+use crate::metrics::BatchMetrics;
 
 /// How a model version's requests are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,27 +71,36 @@ struct Job {
 /// The sending side of a model version's batching actor.
 pub struct Batcher {
     tx: SyncSender<Job>,
+    metrics: BatchMetrics,
     what: String,
     retry_after: Duration,
 }
 
 impl Batcher {
-    /// Starts the actor's workers for `model`; `what` names it in errors and thread names.
-    pub fn start(model: Arc<dyn Model>, what: String, config: BatchConfig) -> Batcher {
+    /// Starts the actor's workers for `model`; `what` names it in errors and thread names;
+    /// batch sizes and the queue depth are recorded into `metrics`.
+    pub fn start(
+        model: Arc<dyn Model>,
+        what: String,
+        config: BatchConfig,
+        metrics: BatchMetrics,
+    ) -> Batcher {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..config.workers.max(1) {
             let rx = rx.clone();
             let model = model.clone();
+            let metrics = metrics.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("kiln-batch-{i}"))
-                .spawn(move || worker(&*model, &rx, config));
+                .spawn(move || worker(&*model, &rx, config, &metrics));
             if let Err(e) = spawned {
                 tracing::error!(model = %what, error = %e, "cannot start a batching worker");
             }
         }
         Batcher {
             tx,
+            metrics,
             what,
             // A full queue drains in about one batch time; a second is a conservative hint.
             retry_after: Duration::from_secs(1),
@@ -105,9 +115,12 @@ impl Batcher {
             enqueued: Instant::now(),
             reply,
         };
+        // Counted before sending: the worker may take the job (and decrement) at once.
+        self.metrics.queue_depth.increment(1.0);
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.decrement(1.0);
                 return Err(InferError::Overloaded {
                     message: format!(
                         "{}: the request queue is full; retry after {} s",
@@ -118,6 +131,7 @@ impl Batcher {
                 });
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.decrement(1.0);
                 return Err(InferError::Unavailable(format!(
                     "{}: its workers have stopped",
                     self.what
@@ -134,7 +148,12 @@ impl Batcher {
 }
 
 /// A worker: gathers a batch while holding the queue, releases it, scores, answers.
-fn worker(model: &dyn Model, rx: &Mutex<Receiver<Job>>, config: BatchConfig) {
+fn worker(
+    model: &dyn Model,
+    rx: &Mutex<Receiver<Job>>,
+    config: BatchConfig,
+    metrics: &BatchMetrics,
+) {
     let n_features = model.info().n_features().max(1);
     let per_row = model.info().n_outputs;
     let mut batch: Vec<Job> = Vec::new();
@@ -147,7 +166,10 @@ fn worker(model: &dyn Model, rx: &Mutex<Receiver<Job>>, config: BatchConfig) {
             let first = match carry.take() {
                 Some(job) => job,
                 None => match rx.recv() {
-                    Ok(job) => job,
+                    Ok(job) => {
+                        metrics.queue_depth.decrement(1.0);
+                        job
+                    }
                     Err(_) => return, // every Batcher handle is gone and the queue is drained
                 },
             };
@@ -156,7 +178,10 @@ fn worker(model: &dyn Model, rx: &Mutex<Receiver<Job>>, config: BatchConfig) {
             batch.push(first);
             while n_rows < config.max_batch_rows {
                 let next = match rx.try_recv() {
-                    Ok(job) => job,
+                    Ok(job) => {
+                        metrics.queue_depth.decrement(1.0);
+                        job
+                    }
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) => {
                         let now = Instant::now();
@@ -164,7 +189,10 @@ fn worker(model: &dyn Model, rx: &Mutex<Receiver<Job>>, config: BatchConfig) {
                             break;
                         }
                         match rx.recv_timeout(deadline - now) {
-                            Ok(job) => job,
+                            Ok(job) => {
+                                metrics.queue_depth.decrement(1.0);
+                                job
+                            }
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                                 break;
                             }
@@ -180,6 +208,8 @@ fn worker(model: &dyn Model, rx: &Mutex<Receiver<Job>>, config: BatchConfig) {
                 batch.push(next);
             }
         }
+        let batch_rows: usize = batch.iter().map(|j| j.rows.len() / n_features).sum();
+        metrics.rows.record(batch_rows as f64);
         score(
             model,
             std::mem::take(&mut batch),
@@ -321,6 +351,7 @@ mod tests {
             model.clone(),
             "sum@v1".into(),
             config(8, 20, 64),
+            BatchMetrics::noop(),
         ));
         let mut tasks = Vec::new();
         for i in 0..40 {
@@ -349,7 +380,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_is_refused_at_once() {
         let model = Arc::new(SumModel::new(Duration::from_millis(200)));
-        let batcher = Arc::new(Batcher::start(model, "slow@v1".into(), config(1, 0, 2)));
+        let batcher = Arc::new(Batcher::start(
+            model,
+            "slow@v1".into(),
+            config(1, 0, 2),
+            BatchMetrics::noop(),
+        ));
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let b = batcher.clone();
@@ -381,7 +417,12 @@ mod tests {
     #[tokio::test]
     async fn workers_exit_when_the_batcher_is_dropped() {
         let model = Arc::new(SumModel::new(Duration::ZERO));
-        let batcher = Batcher::start(model.clone(), "m@v1".into(), config(4, 0, 4));
+        let batcher = Batcher::start(
+            model.clone(),
+            "m@v1".into(),
+            config(4, 0, 4),
+            BatchMetrics::noop(),
+        );
         assert_eq!(
             batcher.submit(vec![1.0, 1.0]).await.expect("ok").values,
             [2.0]

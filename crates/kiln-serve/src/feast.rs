@@ -81,6 +81,7 @@ pub(crate) async fn get_online_features(
         now_micros(),
     )
     .await?;
+    state.metrics().feature_lookups(&resp);
     let body = encode_response(&resp)
         .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

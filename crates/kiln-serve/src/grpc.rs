@@ -174,7 +174,7 @@ impl GrpcInferenceService for Grpc {
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let (req, raw) = decode(req.into_inner())?;
-        let resp = tensor::infer(&self.state, req).await?;
+        let resp = tensor::infer(&self.state, req, crate::metrics::Protocol::Grpc).await?;
         let [n, k] = resp.shape;
         let mut output = model_infer_response::InferOutputTensor {
             name: tensor::OUTPUT.into(),

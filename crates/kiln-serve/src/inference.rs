@@ -15,6 +15,7 @@ use kiln_store::artifacts::{ArtifactStore, sha256_hex};
 use tokio::sync::OnceCell;
 
 use crate::batching::{BatchConfig, Batcher, Scored};
+use crate::metrics::{ModelLabels, ServeMetrics};
 
 /// Why an inference request failed; each maps to one status in one place (`error.rs`).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +62,7 @@ pub struct ModelHub {
     artifacts: Option<ArtifactStore>,
     batching: BatchConfig,
     model_batching: BTreeMap<String, BatchConfig>,
+    metrics: Arc<ServeMetrics>,
     loaded: Mutex<HashMap<(String, u32), Slot>>,
     /// Models unloaded through the repository extension: not served until loaded again.
     unloaded: Mutex<BTreeSet<String>>,
@@ -81,11 +83,13 @@ impl ModelHub {
         artifacts: Option<ArtifactStore>,
         batching: BatchConfig,
         model_batching: BTreeMap<String, BatchConfig>,
+        metrics: Arc<ServeMetrics>,
     ) -> ModelHub {
         ModelHub {
             artifacts,
             batching,
             model_batching,
+            metrics,
             loaded: Mutex::new(HashMap::new()),
             unloaded: Mutex::new(BTreeSet::new()),
         }
@@ -199,7 +203,13 @@ impl ModelHub {
             .model_batching
             .get(&spec.name)
             .unwrap_or(&self.batching);
-        let batcher = Batcher::start(model.clone(), what.clone(), batching);
+        let batcher = Batcher::start(
+            model.clone(),
+            what.clone(),
+            batching,
+            self.metrics
+                .batch_handles(&ModelLabels::new(&spec.name, spec.version)),
+        );
         tracing::info!(model = %what, "model loaded");
         Ok(Arc::new(LoadedModel {
             spec: spec.clone(),

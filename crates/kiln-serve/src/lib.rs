@@ -6,6 +6,9 @@
 //! tensors) and predict-by-entity under `/v1/models`, over the transport-agnostic
 //! [`inference`] core.
 //!
+//! `GET /metrics` exports Prometheus metrics ([`metrics`]): inference outcomes and latency,
+//! queue vs compute time, batch sizes, saturation, and feature look-ups by status.
+//!
 //! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
 //! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
 //! `.await`; a background task replays new registry events and swaps the snapshot, so `kiln
@@ -17,6 +20,7 @@ mod feast;
 pub mod grpc;
 pub mod inference;
 mod json;
+pub mod metrics;
 mod oip;
 mod predict;
 mod state;
@@ -39,6 +43,7 @@ pub fn router(state: ServeState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::render))
         .route("/get-online-features", post(feast::get_online_features))
         // Open Inference Protocol (KServe V2), REST.
         .route("/v2", get(oip::server_metadata))
@@ -73,7 +78,12 @@ pub fn router(state: ServeState) -> Router {
         .layer(DefaultBodyLimit::max(state.max_request_bytes()))
         .with_state(state.clone())
         // The same protocol over gRPC, on the same port (HTTP/2).
-        .merge(grpc::router(state))
+        .merge(grpc::router(state.clone()))
+        // Every request, gRPC included, counted by route template and status.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            metrics::track_http,
+        ))
 }
 
 /// Liveness: the process answers.

@@ -3,6 +3,8 @@
 //! scored; a missing or expired input follows the model version's policy (recorded at
 //! registration), which the response states along with every value it applied to.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,6 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::ServeState;
 use crate::error::OipError;
 use crate::inference::ModelHub;
+use crate::metrics::{ModelLabels, Outcome, Protocol};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,11 +51,32 @@ pub(crate) async fn predict(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, OipError> {
-    let body = crate::oip::body_or_413(&state, body)?;
+    let started = Instant::now();
+    let mut labels = ModelLabels::default();
+    let result = predict_recorded(&state, &name, body, &mut labels).await;
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::of_status(e.status),
+    };
+    state
+        .metrics()
+        .inference(Protocol::Predict, &labels, outcome, started.elapsed());
+    result
+}
+
+async fn predict_recorded(
+    state: &ServeState,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+    labels: &mut ModelLabels,
+) -> Result<Json<Value>, OipError> {
+    let body = crate::oip::body_or_413(state, body)?;
     let req: PredictRequest = serde_json::from_slice(&body)
         .map_err(|e| OipError::bad_request(format!("invalid predict request: {e}")))?;
     let snapshot = state.snapshot();
-    let spec = ModelHub::pick(&snapshot.models, &name, req.version)?.clone();
+    let spec = ModelHub::pick(&snapshot.models, name, req.version)?.clone();
+    *labels = ModelLabels::new(&spec.name, spec.version);
+    let _in_flight = state.metrics().in_flight(labels);
     let service = spec.feature_service.clone().ok_or_else(|| {
         OipError::bad_request(format!(
             "{}@v{} has no feature service to read features from; register it with --feature-service, or send the features to /v2/models/{name}/infer",
@@ -75,6 +99,7 @@ pub(crate) async fn predict(
         full_feature_names: false,
     };
     let resp = get_online_features(&snapshot.catalog, state.store(), &online, now_micros()).await?;
+    state.metrics().feature_lookups(&resp);
     let n = resp.columns.first().map_or(0, |c| c.values.len());
 
     for (k, v) in &req.features {
@@ -144,7 +169,9 @@ pub(crate) async fn predict(
 
     let model = state.models().get(&spec).await?;
     let k = spec.n_outputs;
-    let scores = model.score(rows).await?.values;
+    let scored = model.score(rows).await?;
+    state.metrics().scored(labels, &scored);
+    let scores = scored.values;
     let scores: Vec<&[f64]> = scores.chunks(k.max(1)).collect();
     let mut out = json!({
         "model_name": spec.name,

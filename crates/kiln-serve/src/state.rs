@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::batching::BatchConfig;
 use crate::inference::ModelHub;
+use crate::metrics::ServeMetrics;
 
 /// How the server serves, beyond what the registry says.
 #[derive(Debug, Clone)]
@@ -65,6 +66,7 @@ struct Inner {
     registry: Option<Registry>,
     store: Arc<dyn OnlineStore>,
     models: ModelHub,
+    metrics: Arc<ServeMetrics>,
     max_request_bytes: usize,
 }
 
@@ -76,13 +78,20 @@ impl ServeState {
         store: Arc<dyn OnlineStore>,
         options: ServeOptions,
     ) -> ServeState {
+        let metrics = Arc::new(ServeMetrics::new());
         ServeState {
             inner: Arc::new(Inner {
                 snapshot: RwLock::new(Arc::new(Snapshot::of(&state))),
                 registry_state: tokio::sync::Mutex::new(state),
                 registry,
                 store,
-                models: ModelHub::new(options.artifacts, options.batching, options.model_batching),
+                models: ModelHub::new(
+                    options.artifacts,
+                    options.batching,
+                    options.model_batching,
+                    metrics.clone(),
+                ),
+                metrics,
                 max_request_bytes: options.max_request_bytes,
             }),
         }
@@ -100,6 +109,11 @@ impl ServeState {
 
     pub fn models(&self) -> &ModelHub {
         &self.inner.models
+    }
+
+    /// This server's metrics (its own recorder, not a process-global one).
+    pub fn metrics(&self) -> &ServeMetrics {
+        &self.inner.metrics
     }
 
     pub fn max_request_bytes(&self) -> usize {

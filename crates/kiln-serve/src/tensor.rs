@@ -9,9 +9,11 @@
 //! probabilities, or one value).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::ServeState;
 use crate::inference::{InferError, LoadedModel, ModelHub};
+use crate::metrics::{ModelLabels, Outcome, Protocol};
 
 /// The one output tensor of every model.
 pub const OUTPUT: &str = "predict";
@@ -297,9 +299,33 @@ fn rows(model: &LoadedModel, inputs: Vec<InputTensor>) -> Result<(Vec<f64>, usiz
     Ok((rows, n))
 }
 
-/// Scores a decoded request.
-pub async fn infer(state: &ServeState, req: InferRequest) -> Result<InferResponse, InferError> {
+/// Scores a decoded request, recording its outcome and timings under `protocol`.
+pub async fn infer(
+    state: &ServeState,
+    req: InferRequest,
+    protocol: Protocol,
+) -> Result<InferResponse, InferError> {
+    let started = Instant::now();
+    let mut labels = ModelLabels::default();
+    let result = infer_recorded(state, req, &mut labels).await;
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::of_error(e),
+    };
+    state
+        .metrics()
+        .inference(protocol, &labels, outcome, started.elapsed());
+    result
+}
+
+async fn infer_recorded(
+    state: &ServeState,
+    req: InferRequest,
+    labels: &mut ModelLabels,
+) -> Result<InferResponse, InferError> {
     let model = resolve(state, &req.model, req.version.as_deref()).await?;
+    *labels = ModelLabels::new(&model.spec.name, model.spec.version);
+    let _in_flight = state.metrics().in_flight(labels);
     if let Some(o) = req.outputs.iter().find(|o| *o != OUTPUT) {
         return Err(bad(format!(
             "unknown output {o:?} (the model has {OUTPUT:?})"
@@ -307,6 +333,7 @@ pub async fn infer(state: &ServeState, req: InferRequest) -> Result<InferRespons
     }
     let (rows, n) = rows(&model, req.inputs)?;
     let scored = model.score(rows).await?;
+    state.metrics().scored(labels, &scored);
     Ok(InferResponse {
         model_name: model.spec.name.clone(),
         model_version: model.spec.version.to_string(),

@@ -7,6 +7,7 @@ mod dataset;
 mod definitions;
 mod inference;
 mod materialize;
+mod metrics;
 mod models;
 mod pipeline;
 #[cfg(feature = "s3")]
