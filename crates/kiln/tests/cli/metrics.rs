@@ -85,17 +85,7 @@ fn metrics_count_requests_outcomes_batches_and_feature_lookups() {
     let p = init(&[]);
     ok(p.run(&["apply"]));
     ok(p.run(&["materialize", "--start", "2000-01-01"]));
-    ok(p.run(&[
-        "models",
-        "register",
-        "ranker",
-        "--path",
-        &model_fixture("driver_ranker.json"),
-        "--format",
-        "xgboost",
-        "--feature-service",
-        "driver_activity",
-    ]));
+    register_ranker(&p);
     ok(p.run(&["models", "promote", "ranker", "--version", "1"]));
     let server = Server::start(&p.dir, &[]);
     let addr = server.addr.clone();
