@@ -77,6 +77,20 @@ fn binary_request(rows: &[[f64; 3]], binary_output: bool) -> (String, Vec<u8>) {
     (head.len().to_string(), body)
 }
 
+/// Posts a binary-extension request (`len`: its JSON part's length) to the ranker.
+fn post_binary(addr: &str, len: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    http_raw(
+        addr,
+        "POST",
+        "/v2/models/ranker/infer",
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Inference-Header-Content-Length", len),
+        ],
+        body,
+    )
+}
+
 #[test]
 fn binary_tensors_and_the_model_repository() {
     let p = ranker_project();
@@ -86,16 +100,7 @@ fn binary_tensors_and_the_model_repository() {
 
     // Binary in, binary out: the JSON header says where the FP64 output bytes are.
     let (len, body) = binary_request(&rows, true);
-    let (status, head, resp) = http_raw(
-        &addr,
-        "POST",
-        "/v2/models/ranker/infer",
-        &[
-            ("Content-Type", "application/octet-stream"),
-            ("Inference-Header-Content-Length", &len),
-        ],
-        &body,
-    );
+    let (status, head, resp) = post_binary(&addr, &len, &body);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
     let json_len: usize = header(&head, "Inference-Header-Content-Length")
         .expect("the response says how long its JSON part is")
@@ -133,13 +138,7 @@ fn binary_tensors_and_the_model_repository() {
 
     // Binary in, JSON out.
     let (len, body) = binary_request(&rows[..2], false);
-    let (status, _, resp) = http_raw(
-        &addr,
-        "POST",
-        "/v2/models/ranker/infer",
-        &[("Inference-Header-Content-Length", &len)],
-        &body,
-    );
+    let (status, _, resp) = post_binary(&addr, &len, &body);
     assert_eq!(status, 200);
     let resp: Value = serde_json::from_slice(&resp).expect("json");
     assert_eq!(resp["outputs"][0]["data"], json!(json_scores[..2].to_vec()));
@@ -147,13 +146,7 @@ fn binary_tensors_and_the_model_repository() {
     // A binary part of the wrong size is named.
     let (len, mut body) = binary_request(&rows[..2], false);
     body.truncate(body.len() - 4);
-    let (status, _, resp) = http_raw(
-        &addr,
-        "POST",
-        "/v2/models/ranker/infer",
-        &[("Inference-Header-Content-Length", &len)],
-        &body,
-    );
+    let (status, _, resp) = post_binary(&addr, &len, &body);
     assert_eq!(status, 400);
     let resp: Value = serde_json::from_slice(&resp).expect("json");
     assert!(
@@ -393,13 +386,7 @@ fn oversized_requests_get_413_and_a_full_queue_429() {
         .map(|_| {
             let (addr, len, body) = (addr.clone(), len.clone(), body.clone());
             std::thread::spawn(move || {
-                let (status, head, _) = http_raw(
-                    &addr,
-                    "POST",
-                    "/v2/models/ranker/infer",
-                    &[("Inference-Header-Content-Length", &len)],
-                    &body,
-                );
+                let (status, head, _) = post_binary(&addr, &len, &body);
                 (status, header(&head, "Retry-After").map(String::from))
             })
         })
