@@ -48,6 +48,11 @@ impl Subscription {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The drop counter itself, to read after the subscription moved into its consumer.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
 }
 
 /// A subscriber's counts, for `/metrics`.

@@ -46,6 +46,8 @@ pub struct PredictionEvent {
     pub ts_micros: i64,
     /// The model's input names, in order (shared by every event of the version).
     pub inputs: Arc<[String]>,
+    /// The model's objective as its file names it (decides which performance metrics apply).
+    pub objective: Arc<str>,
     /// Row-major inputs, `rows * inputs.len()` values (NaN: missing).
     pub features: Vec<f64>,
     /// Row-major outputs, `rows * n_outputs` values.
@@ -70,7 +72,8 @@ pub struct FeedbackEvent {
     pub version: u32,
     pub request_id: String,
     pub row: usize,
-    /// The model's output for that row (the positive-class probability for a classifier).
+    /// The model's output for that row: the output itself for one-output models (a
+    /// positive-class probability, a regression value), the arg-max class for multiclass.
     pub prediction: f64,
     pub label: f64,
     /// When the prediction was made, microseconds since the Unix epoch.

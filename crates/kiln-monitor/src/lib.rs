@@ -9,6 +9,9 @@
 
 pub mod bus;
 pub mod events;
+pub mod feedback;
+pub mod performance;
+pub mod predlog;
 
 pub use bus::{EventBus, Subscription};
 pub use events::{Event, PredictionEvent};
