@@ -44,6 +44,9 @@ pub enum InferError {
 pub struct LoadedModel {
     pub spec: ModelVersion,
     pub model: Arc<dyn Model>,
+    /// The spec's inputs and objective, shared with every monitoring event of this version.
+    pub inputs: Arc<[String]>,
+    pub objective: Arc<str>,
     batcher: Batcher,
 }
 
@@ -213,6 +216,8 @@ impl ModelHub {
         tracing::info!(model = %what, "model loaded");
         Ok(Arc::new(LoadedModel {
             spec: spec.clone(),
+            inputs: Arc::from(spec.inputs.clone()),
+            objective: Arc::from(spec.objective.as_str()),
             model,
             batcher,
         }))

@@ -7,7 +7,10 @@
 //! [`inference`] core.
 //!
 //! `GET /metrics` exports Prometheus metrics ([`metrics`]): inference outcomes and latency,
-//! queue vs compute time, batch sizes, saturation, and feature look-ups by status.
+//! queue vs compute time, batch sizes, saturation, feature look-ups by status, monitoring and
+//! process metrics. Every scored request is published on the server's event bus ([`monitor`]),
+//! where the prediction log and the label-feedback index pick it up; `POST /v1/feedback` joins
+//! labels to predictions and `GET /v1/models/{name}/performance` reports what they add up to.
 //!
 //! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
 //! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
@@ -17,10 +20,12 @@
 pub mod batching;
 pub mod error;
 mod feast;
+mod feedback;
 pub mod grpc;
 pub mod inference;
 mod json;
 pub mod metrics;
+pub mod monitor;
 mod oip;
 mod predict;
 mod state;
@@ -36,6 +41,7 @@ use tokio::net::TcpListener;
 
 pub use batching::BatchConfig;
 pub use feast::encode_response;
+pub use monitor::MonitorOptions;
 pub use state::{ServeOptions, ServeState};
 
 /// The HTTP routes.
@@ -75,6 +81,9 @@ pub fn router(state: ServeState) -> Router {
         )
         // Predict by entity: features from the online store, then the model.
         .route("/v1/models/{name}/predict", post(predict::predict))
+        // Labels for logged predictions, and the performance they add up to.
+        .route("/v1/feedback", post(feedback::post_feedback))
+        .route("/v1/models/{name}/performance", get(feedback::performance))
         .layer(DefaultBodyLimit::max(state.max_request_bytes()))
         .with_state(state.clone())
         // The same protocol over gRPC, on the same port (HTTP/2).
@@ -101,8 +110,8 @@ async fn ready(
     }
 }
 
-/// Serves until `shutdown` completes, then drains in-flight requests. Registry changes are
-/// picked up every `refresh`.
+/// Serves until `shutdown` completes, then drains in-flight requests and flushes the prediction
+/// log, so every answered prediction is on disk. Registry changes are picked up every `refresh`.
 pub async fn serve(
     listener: TcpListener,
     state: ServeState,
@@ -110,9 +119,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresher = state.spawn_refresher(refresh);
-    let result = axum::serve(listener, router(state))
+    let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
+    if let Some(stats) = state.monitor().close().await {
+        tracing::info!(
+            rows = stats.prediction_rows,
+            files = stats.files,
+            dropped = stats.dropped,
+            "prediction log flushed"
+        );
+    }
     result
 }

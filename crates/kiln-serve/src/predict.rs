@@ -46,6 +46,28 @@ fn number(v: &V) -> Option<f64> {
     }
 }
 
+/// Each row's entity key in the canonical form labels are matched against
+/// (`driver_id=1001`, several keys sorted and joined by `&`).
+fn entity_keys(entities: &Map<String, Value>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|row| {
+            kiln_monitor::feedback::entity_key(entities.iter().map(|(k, values)| {
+                let v = values.get(row).unwrap_or(&Value::Null);
+                (k.as_str(), scalar_text(v))
+            }))
+        })
+        .collect()
+}
+
+/// A JSON scalar as entity-key text: strings without their quotes, so `1001` and `"1001"`
+/// name the same entity.
+pub(crate) fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) async fn predict(
     State(state): State<ServeState>,
     Path(name): Path<String>,
@@ -53,7 +75,7 @@ pub(crate) async fn predict(
 ) -> Result<Json<Value>, OipError> {
     let started = Instant::now();
     let mut labels = ModelLabels::default();
-    let result = predict_recorded(&state, &name, body, &mut labels).await;
+    let result = predict_recorded(&state, &name, body, started, &mut labels).await;
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_status(e.status),
@@ -68,6 +90,7 @@ async fn predict_recorded(
     state: &ServeState,
     name: &str,
     body: Result<Bytes, BytesRejection>,
+    started: Instant,
     labels: &mut ModelLabels,
 ) -> Result<Json<Value>, OipError> {
     let body = crate::oip::body_or_413(state, body)?;
@@ -169,11 +192,26 @@ async fn predict_recorded(
 
     let model = state.models().get(&spec).await?;
     let k = spec.n_outputs;
+    let monitor = state.monitor();
+    let logged = monitor.wants_predictions().then(|| rows.clone());
     let scored = model.score(rows).await?;
     state.metrics().scored(labels, &scored);
+    let request_id = monitor.new_request_id();
+    if let Some(features) = logged {
+        monitor.predicted(
+            &model,
+            Protocol::Predict,
+            request_id.clone(),
+            features,
+            scored.values.clone(),
+            Some(entity_keys(&req.entities, n)),
+            started,
+        );
+    }
     let scores = scored.values;
     let scores: Vec<&[f64]> = scores.chunks(k.max(1)).collect();
     let mut out = json!({
+        "request_id": request_id,
         "model_name": spec.name,
         "model_version": spec.version.to_string(),
         "scores": scores,

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::batching::BatchConfig;
 use crate::inference::ModelHub;
 use crate::metrics::ServeMetrics;
+use crate::monitor::{MonitorOptions, Monitoring};
 
 /// How the server serves, beyond what the registry says.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub model_batching: BTreeMap<String, BatchConfig>,
     /// Request bodies larger than this are refused with 413.
     pub max_request_bytes: usize,
+    /// Prediction log, label feedback, performance.
+    pub monitor: MonitorOptions,
 }
 
 impl Default for ServeOptions {
@@ -35,6 +38,7 @@ impl Default for ServeOptions {
             batching: BatchConfig::default(),
             model_batching: BTreeMap::new(),
             max_request_bytes: 64 << 20,
+            monitor: MonitorOptions::default(),
         }
     }
 }
@@ -43,6 +47,8 @@ impl Default for ServeOptions {
 pub struct Snapshot {
     pub catalog: Catalog,
     pub models: BTreeMap<String, ModelState>,
+    /// Each live view's materialization watermark (its current version's), if materialized.
+    pub materialized: BTreeMap<String, kiln_core::time::Micros>,
 }
 
 impl Snapshot {
@@ -50,6 +56,15 @@ impl Snapshot {
         Snapshot {
             catalog: Catalog::from_state(state),
             models: state.models.clone(),
+            materialized: state
+                .live_views()
+                .filter_map(|v| {
+                    let current = v.versions.len() as u32;
+                    v.materialized
+                        .get(&current)
+                        .map(|m| (v.name.clone(), m.watermark))
+                })
+                .collect(),
         }
     }
 }
@@ -67,11 +82,13 @@ struct Inner {
     store: Arc<dyn OnlineStore>,
     models: ModelHub,
     metrics: Arc<ServeMetrics>,
+    monitor: Monitoring,
     max_request_bytes: usize,
 }
 
 impl ServeState {
     /// Serving state from a registry state; `registry`, when given, is polled for changes.
+    /// Starts the configured monitoring observers, so it needs a tokio runtime.
     pub fn new(
         state: State,
         registry: Option<Registry>,
@@ -92,6 +109,7 @@ impl ServeState {
                     metrics.clone(),
                 ),
                 metrics,
+                monitor: Monitoring::start(options.monitor),
                 max_request_bytes: options.max_request_bytes,
             }),
         }
@@ -114,6 +132,11 @@ impl ServeState {
     /// This server's metrics (its own recorder, not a process-global one).
     pub fn metrics(&self) -> &ServeMetrics {
         &self.inner.metrics
+    }
+
+    /// The event bus and the monitoring observers.
+    pub fn monitor(&self) -> &Monitoring {
+        &self.inner.monitor
     }
 
     pub fn max_request_bytes(&self) -> usize {

@@ -307,7 +307,7 @@ pub async fn infer(
 ) -> Result<InferResponse, InferError> {
     let started = Instant::now();
     let mut labels = ModelLabels::default();
-    let result = infer_recorded(state, req, &mut labels).await;
+    let result = infer_recorded(state, req, protocol, started, &mut labels).await;
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_error(e),
@@ -321,6 +321,8 @@ pub async fn infer(
 async fn infer_recorded(
     state: &ServeState,
     req: InferRequest,
+    protocol: Protocol,
+    started: Instant,
     labels: &mut ModelLabels,
 ) -> Result<InferResponse, InferError> {
     let model = resolve(state, &req.model, req.version.as_deref()).await?;
@@ -332,12 +334,28 @@ async fn infer_recorded(
         )));
     }
     let (rows, n) = rows(&model, req.inputs)?;
+    let monitor = state.monitor();
+    let logged = monitor.wants_predictions().then(|| rows.clone());
     let scored = model.score(rows).await?;
     state.metrics().scored(labels, &scored);
+    let mut id = req.id;
+    if let Some(features) = logged {
+        // Every logged request has an id, so a label can be posted for it later.
+        let request_id = id.get_or_insert_with(|| monitor.new_request_id()).clone();
+        monitor.predicted(
+            &model,
+            protocol,
+            request_id,
+            features,
+            scored.values.clone(),
+            None,
+            started,
+        );
+    }
     Ok(InferResponse {
         model_name: model.spec.name.clone(),
         model_version: model.spec.version.to_string(),
-        id: req.id,
+        id,
         shape: [n, model.spec.n_outputs],
         data: scored.values,
     })

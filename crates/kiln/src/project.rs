@@ -81,6 +81,7 @@ impl Project {
                 .map(|m| (m.clone(), s.batching(Some(m))))
                 .collect(),
             max_request_bytes: s.max_request_bytes,
+            monitor: self.config.monitor.options(&self.dir)?,
         })
     }
 

@@ -9,6 +9,7 @@ mod inference;
 mod materialize;
 mod metrics;
 mod models;
+mod monitoring;
 mod pipeline;
 #[cfg(feature = "s3")]
 mod s3;

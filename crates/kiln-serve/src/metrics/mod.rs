@@ -1,5 +1,8 @@
 //! Prometheus metrics for `kiln serve`: every metric's name, type, labels, unit and help text in
-//! one place ([`ALL`]), and the typed functions the request path calls to record them.
+//! one place (`defs.rs`, listed in [`ALL`]), the typed functions the request path calls to
+//! record them, and the values read when `/metrics` is scraped (`collect.rs`: monitoring
+//! counters, model performance, materialization lag; `process.rs`: the process's CPU, memory,
+//! file descriptors and threads).
 //!
 //! Each [`ServeState`](crate::ServeState) owns its own recorder (no process-global one), so
 //! several servers in one process (tests) never see each other's counts; `GET /metrics` renders
@@ -23,120 +26,11 @@ use crate::ServeState;
 use crate::batching::Scored;
 use crate::inference::InferError;
 
-/// What a metric is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
+mod collect;
+mod defs;
+mod process;
 
-/// A metric's definition: what `/metrics` shows and docs/http-api.md lists.
-#[derive(Debug)]
-pub struct MetricDef {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub labels: &'static [&'static str],
-    pub help: &'static str,
-    /// Histograms only: upper bounds, strictly increasing (`+Inf` is added).
-    pub buckets: &'static [f64],
-}
-
-/// Request latency, in seconds: 100 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// Rows in a scored batch: powers of two up to 4096.
-const ROW_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
-];
-
-pub const INFERENCE_REQUESTS: MetricDef = MetricDef {
-    name: "kiln_inference_requests_total",
-    kind: Kind::Counter,
-    labels: &["model", "version", "protocol", "outcome"],
-    help: "Inference requests answered, by outcome (ok, client_error, overloaded, unavailable, error) and protocol (rest, grpc, predict).",
-    buckets: &[],
-};
-pub const INFERENCE_DURATION: MetricDef = MetricDef {
-    name: "kiln_inference_request_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &["model", "version", "protocol"],
-    help: "Time to answer an inference request, whatever its outcome, in seconds.",
-    buckets: LATENCY_BUCKETS,
-};
-pub const INFERENCE_QUEUE_DURATION: MetricDef = MetricDef {
-    name: "kiln_inference_queue_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &["model", "version"],
-    help: "Time a scored request waited in its model version's batching queue, in seconds.",
-    buckets: LATENCY_BUCKETS,
-};
-pub const INFERENCE_COMPUTE_DURATION: MetricDef = MetricDef {
-    name: "kiln_inference_compute_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &["model", "version"],
-    help: "Model compute time of the batch a scored request was part of, in seconds.",
-    buckets: LATENCY_BUCKETS,
-};
-pub const BATCH_ROWS: MetricDef = MetricDef {
-    name: "kiln_inference_batch_rows",
-    kind: Kind::Histogram,
-    labels: &["model", "version"],
-    help: "Rows per scored batch (one observation per batch, not per request).",
-    buckets: ROW_BUCKETS,
-};
-pub const INFERENCE_IN_FLIGHT: MetricDef = MetricDef {
-    name: "kiln_inference_requests_in_flight",
-    kind: Kind::Gauge,
-    labels: &["model", "version"],
-    help: "Inference requests being answered now.",
-    buckets: &[],
-};
-pub const QUEUE_DEPTH: MetricDef = MetricDef {
-    name: "kiln_inference_queue_depth",
-    kind: Kind::Gauge,
-    labels: &["model", "version"],
-    help: "Requests waiting in a model version's batching queue (saturation; full is 429).",
-    buckets: &[],
-};
-pub const FEATURE_LOOKUPS: MetricDef = MetricDef {
-    name: "kiln_feature_lookups_total",
-    kind: Kind::Counter,
-    labels: &["view", "status"],
-    help: "Online feature values read, per feature and row, by view and status (present, not_found, expired).",
-    buckets: &[],
-};
-pub const HTTP_REQUESTS: MetricDef = MetricDef {
-    name: "kiln_http_requests_total",
-    kind: Kind::Counter,
-    labels: &["route", "method", "status"],
-    help: "HTTP requests answered (gRPC included), by route template, method and status code.",
-    buckets: &[],
-};
-pub const HTTP_DURATION: MetricDef = MetricDef {
-    name: "kiln_http_request_duration_seconds",
-    kind: Kind::Histogram,
-    labels: &["route", "method"],
-    help: "Time to answer an HTTP request (up to its response head), in seconds.",
-    buckets: LATENCY_BUCKETS,
-};
-
-/// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 10] = [
-    &INFERENCE_REQUESTS,
-    &INFERENCE_DURATION,
-    &INFERENCE_QUEUE_DURATION,
-    &INFERENCE_COMPUTE_DURATION,
-    &BATCH_ROWS,
-    &INFERENCE_IN_FLIGHT,
-    &QUEUE_DEPTH,
-    &FEATURE_LOOKUPS,
-    &HTTP_REQUESTS,
-    &HTTP_DURATION,
-];
+pub use defs::*;
 
 /// Which transport an inference request came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +41,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Protocol::Rest => "rest",
             Protocol::Grpc => "grpc",
@@ -247,7 +141,13 @@ impl ServeMetrics {
         for def in ALL {
             let name = KeyName::from_const_str(def.name);
             let help = SharedString::const_str(def.help);
-            let unit = def.name.ends_with("_seconds").then_some(Unit::Seconds);
+            let unit = if def.name.ends_with("_seconds") {
+                Some(Unit::Seconds)
+            } else if def.name.ends_with("_bytes") {
+                Some(Unit::Bytes)
+            } else {
+                None
+            };
             match def.kind {
                 Kind::Counter => recorder.describe_counter(name, unit, help),
                 Kind::Gauge => recorder.describe_gauge(name, unit, help),
@@ -392,7 +292,9 @@ impl BatchMetrics {
 
 /// `GET /metrics`.
 pub(crate) async fn render(State(state): State<ServeState>) -> Response {
-    let body = state.metrics().render();
+    state.metrics().collect(&state);
+    let mut body = state.metrics().render();
+    body.push_str(&process::render());
     let mut resp = Response::new(axum::body::Body::from(body));
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -12,6 +12,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod monitor;
+
+pub use monitor::MonitorConfig;
+
 pub const CONFIG_FILE: &str = "kiln.toml";
 const ENV_PREFIX: &str = "KILN__";
 
@@ -34,6 +38,8 @@ pub struct Config {
     pub serve: ServeConfig,
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    #[serde(default)]
+    pub monitor: MonitorConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +364,7 @@ impl Config {
         if self.offline_store.memory_budget_mb == 0 {
             errors.push("offline_store.memory_budget_mb must be at least 1".to_string());
         }
+        self.monitor.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -1,0 +1,88 @@
+//! Values read when `/metrics` is scraped rather than counted on the request path: the event
+//! bus's per-subscriber counts, the prediction log's and feedback's counters, model performance
+//! over the configured window, and each feature view's materialization lag.
+
+use std::sync::atomic::Ordering;
+
+use kiln_core::time::now_micros;
+
+use super::ServeMetrics;
+use super::defs::*;
+use crate::ServeState;
+
+impl ServeMetrics {
+    /// Brings the scraped values up to date.
+    pub(crate) fn collect(&self, state: &ServeState) {
+        let monitor = state.monitor();
+        for s in monitor.bus().stats() {
+            self.counter(&EVENTS_DELIVERED, &[s.name])
+                .absolute(s.delivered);
+            self.counter(&EVENTS_DROPPED, &[s.name]).absolute(s.dropped);
+            self.gauge(&EVENTS_QUEUED, &[s.name]).set(s.queued as f64);
+        }
+        if let Some(c) = monitor.log_counters() {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            self.counter(&LOG_ROWS, &["predictions"])
+                .absolute(load(&c.prediction_rows));
+            self.counter(&LOG_ROWS, &["feedback"])
+                .absolute(load(&c.feedback_rows));
+            self.counter(&LOG_FILES, &[]).absolute(load(&c.files));
+            self.counter(&LOG_WRITE_ERRORS, &[])
+                .absolute(load(&c.write_errors));
+            self.counter(&LOG_ROWS_LOST, &[])
+                .absolute(load(&c.rows_lost));
+            self.counter(&LOG_SAMPLED_OUT, &[])
+                .absolute(load(&c.sampled_out));
+        }
+        let now = now_micros();
+        if let Some(feedback) = monitor.feedback() {
+            let c = &feedback.counters;
+            for (outcome, n) in [
+                ("matched", &c.matched),
+                ("unmatched", &c.unmatched),
+                ("relabelled", &c.relabelled),
+            ] {
+                self.counter(&FEEDBACK_LABELS, &[outcome])
+                    .absolute(n.load(Ordering::Relaxed));
+            }
+            let window = monitor.performance_window();
+            let mut models: Vec<String> = feedback
+                .labelled_versions()
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
+            models.dedup();
+            for model in models {
+                for v in feedback.performance(&model, None, window, now) {
+                    let version = v.version.to_string();
+                    let p = &v.performance;
+                    self.gauge(&MODEL_LABELLED, &[&model, &version])
+                        .set(p.count as f64);
+                    for (metric, value) in [
+                        ("accuracy", p.accuracy),
+                        ("precision", p.precision),
+                        ("recall", p.recall),
+                        ("f1", p.f1),
+                        ("auc", p.auc),
+                        ("log_loss", p.log_loss),
+                        ("brier", p.brier),
+                        ("calibration_error", p.calibration_error),
+                        ("predicted_positive_rate", p.predicted_positive_rate),
+                        ("label_positive_rate", p.label_positive_rate),
+                        ("mae", p.mae),
+                        ("rmse", p.rmse),
+                    ] {
+                        if let Some(value) = value {
+                            self.gauge(&MODEL_PERFORMANCE, &[&model, &version, metric])
+                                .set(value);
+                        }
+                    }
+                }
+            }
+        }
+        for (view, watermark) in &state.snapshot().materialized {
+            self.gauge(&MATERIALIZATION_LAG, &[view])
+                .set((now - watermark) as f64 / 1e6);
+        }
+    }
+}

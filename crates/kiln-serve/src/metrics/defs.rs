@@ -1,0 +1,255 @@
+//! Every metric `kiln serve` exports: name, type, labels, unit, help text and buckets, in one
+//! place, so dashboards, alert rules (`deploy/`) and docs can be checked against one list.
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric's definition: what `/metrics` shows and docs/http-api.md lists.
+#[derive(Debug)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    /// Histograms only: upper bounds, strictly increasing (`+Inf` is added).
+    pub buckets: &'static [f64],
+}
+
+/// Request latency, in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Rows in a scored batch: powers of two up to 4096.
+const ROW_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+pub const INFERENCE_REQUESTS: MetricDef = MetricDef {
+    name: "kiln_inference_requests_total",
+    kind: Kind::Counter,
+    labels: &["model", "version", "protocol", "outcome"],
+    help: "Inference requests answered, by outcome (ok, client_error, overloaded, unavailable, error) and protocol (rest, grpc, predict).",
+    buckets: &[],
+};
+pub const INFERENCE_DURATION: MetricDef = MetricDef {
+    name: "kiln_inference_request_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["model", "version", "protocol"],
+    help: "Time to answer an inference request, whatever its outcome, in seconds.",
+    buckets: LATENCY_BUCKETS,
+};
+pub const INFERENCE_QUEUE_DURATION: MetricDef = MetricDef {
+    name: "kiln_inference_queue_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["model", "version"],
+    help: "Time a scored request waited in its model version's batching queue, in seconds.",
+    buckets: LATENCY_BUCKETS,
+};
+pub const INFERENCE_COMPUTE_DURATION: MetricDef = MetricDef {
+    name: "kiln_inference_compute_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["model", "version"],
+    help: "Model compute time of the batch a scored request was part of, in seconds.",
+    buckets: LATENCY_BUCKETS,
+};
+pub const BATCH_ROWS: MetricDef = MetricDef {
+    name: "kiln_inference_batch_rows",
+    kind: Kind::Histogram,
+    labels: &["model", "version"],
+    help: "Rows per scored batch (one observation per batch, not per request).",
+    buckets: ROW_BUCKETS,
+};
+pub const INFERENCE_IN_FLIGHT: MetricDef = MetricDef {
+    name: "kiln_inference_requests_in_flight",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "Inference requests being answered now.",
+    buckets: &[],
+};
+pub const QUEUE_DEPTH: MetricDef = MetricDef {
+    name: "kiln_inference_queue_depth",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "Requests waiting in a model version's batching queue (saturation; full is 429).",
+    buckets: &[],
+};
+pub const FEATURE_LOOKUPS: MetricDef = MetricDef {
+    name: "kiln_feature_lookups_total",
+    kind: Kind::Counter,
+    labels: &["view", "status"],
+    help: "Online feature values read, per feature and row, by view and status (present, not_found, expired).",
+    buckets: &[],
+};
+pub const HTTP_REQUESTS: MetricDef = MetricDef {
+    name: "kiln_http_requests_total",
+    kind: Kind::Counter,
+    labels: &["route", "method", "status"],
+    help: "HTTP requests answered (gRPC included), by route template, method and status code.",
+    buckets: &[],
+};
+pub const HTTP_DURATION: MetricDef = MetricDef {
+    name: "kiln_http_request_duration_seconds",
+    kind: Kind::Histogram,
+    labels: &["route", "method"],
+    help: "Time to answer an HTTP request (up to its response head), in seconds.",
+    buckets: LATENCY_BUCKETS,
+};
+
+/// Every metric `kiln serve` exports.
+/// Events a bus subscriber received, by subscriber.
+pub const EVENTS_DELIVERED: MetricDef = MetricDef {
+    name: "kiln_events_delivered_total",
+    kind: Kind::Counter,
+    labels: &["subscriber"],
+    help: "Monitoring events handed to a subscriber (prediction_log, feedback_index, ...).",
+    buckets: &[],
+};
+pub const EVENTS_DROPPED: MetricDef = MetricDef {
+    name: "kiln_events_dropped_total",
+    kind: Kind::Counter,
+    labels: &["subscriber"],
+    help: "Monitoring events dropped because the subscriber's queue was full (serving never waits for a subscriber).",
+    buckets: &[],
+};
+pub const EVENTS_QUEUED: MetricDef = MetricDef {
+    name: "kiln_events_queued",
+    kind: Kind::Gauge,
+    labels: &["subscriber"],
+    help: "Monitoring events waiting in a subscriber's queue.",
+    buckets: &[],
+};
+pub const LOG_ROWS: MetricDef = MetricDef {
+    name: "kiln_prediction_log_rows_total",
+    kind: Kind::Counter,
+    labels: &["kind"],
+    help: "Rows written to the prediction log's Parquet files, by kind (predictions, feedback).",
+    buckets: &[],
+};
+pub const LOG_FILES: MetricDef = MetricDef {
+    name: "kiln_prediction_log_files_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Parquet files the prediction log wrote.",
+    buckets: &[],
+};
+pub const LOG_WRITE_ERRORS: MetricDef = MetricDef {
+    name: "kiln_prediction_log_write_errors_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Failed prediction-log file writes (their rows are retried).",
+    buckets: &[],
+};
+pub const LOG_ROWS_LOST: MetricDef = MetricDef {
+    name: "kiln_prediction_log_rows_lost_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Prediction-log rows given up after writes kept failing.",
+    buckets: &[],
+};
+pub const LOG_SAMPLED_OUT: MetricDef = MetricDef {
+    name: "kiln_prediction_log_sampled_out_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Requests not logged because of the sample rate.",
+    buckets: &[],
+};
+pub const FEEDBACK_LABELS: MetricDef = MetricDef {
+    name: "kiln_feedback_labels_total",
+    kind: Kind::Counter,
+    labels: &["outcome"],
+    help: "Labels posted to /v1/feedback, by outcome (matched, unmatched, relabelled).",
+    buckets: &[],
+};
+pub const MODEL_LABELLED: MetricDef = MetricDef {
+    name: "kiln_model_labelled_predictions",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "Labelled predictions in the performance window.",
+    buckets: &[],
+};
+pub const MODEL_PERFORMANCE: MetricDef = MetricDef {
+    name: "kiln_model_performance",
+    kind: Kind::Gauge,
+    labels: &["model", "version", "metric"],
+    help: "Model performance over the labels of the performance window (metric: accuracy, precision, recall, f1, auc, log_loss, brier, calibration_error, predicted_positive_rate, label_positive_rate, mae, rmse).",
+    buckets: &[],
+};
+pub const MATERIALIZATION_LAG: MetricDef = MetricDef {
+    name: "kiln_materialization_lag_seconds",
+    kind: Kind::Gauge,
+    labels: &["view"],
+    help: "Time since the end of the latest materialized window of a feature view (its current version).",
+    buckets: &[],
+};
+pub const PROCESS_CPU: MetricDef = MetricDef {
+    name: "process_cpu_seconds_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Total user and system CPU time spent, in seconds.",
+    buckets: &[],
+};
+pub const PROCESS_RSS: MetricDef = MetricDef {
+    name: "process_resident_memory_bytes",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Resident memory size, in bytes.",
+    buckets: &[],
+};
+pub const PROCESS_FDS: MetricDef = MetricDef {
+    name: "process_open_fds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Open file descriptors.",
+    buckets: &[],
+};
+pub const PROCESS_THREADS: MetricDef = MetricDef {
+    name: "process_threads",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "OS threads of the process.",
+    buckets: &[],
+};
+pub const PROCESS_START: MetricDef = MetricDef {
+    name: "process_start_time_seconds",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Start time of the process since the Unix epoch, in seconds.",
+    buckets: &[],
+};
+
+pub const ALL: [&MetricDef; 27] = [
+    &INFERENCE_REQUESTS,
+    &INFERENCE_DURATION,
+    &INFERENCE_QUEUE_DURATION,
+    &INFERENCE_COMPUTE_DURATION,
+    &BATCH_ROWS,
+    &INFERENCE_IN_FLIGHT,
+    &QUEUE_DEPTH,
+    &FEATURE_LOOKUPS,
+    &HTTP_REQUESTS,
+    &HTTP_DURATION,
+    &EVENTS_DELIVERED,
+    &EVENTS_DROPPED,
+    &EVENTS_QUEUED,
+    &LOG_ROWS,
+    &LOG_FILES,
+    &LOG_WRITE_ERRORS,
+    &LOG_ROWS_LOST,
+    &LOG_SAMPLED_OUT,
+    &FEEDBACK_LABELS,
+    &MODEL_LABELLED,
+    &MODEL_PERFORMANCE,
+    &MATERIALIZATION_LAG,
+    &PROCESS_CPU,
+    &PROCESS_RSS,
+    &PROCESS_FDS,
+    &PROCESS_THREADS,
+    &PROCESS_START,
+];
