@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::time::now_micros;
 use kiln_monitor::EventBus;
-use kiln_monitor::events::{Event, PredictionEvent};
+use kiln_monitor::events::{DeploymentEvent, Event, PredictionEvent};
 use kiln_monitor::feedback::{Feedback, FeedbackConfig};
 use kiln_monitor::predlog::{LogConfig, LogCounters, LogStats, PredictionLog};
 
@@ -124,6 +124,35 @@ impl Monitoring {
                 entities,
                 latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             })));
+    }
+
+    /// Publishes a deployment event for each model whose default version is not the one it
+    /// had (`before`): a registration, a promotion, a rollback.
+    pub fn deployed(
+        &self,
+        before: &std::collections::BTreeMap<String, u32>,
+        models: &std::collections::BTreeMap<String, kiln_registry::ModelState>,
+    ) {
+        for name in models.keys() {
+            let Ok(spec) = crate::inference::ModelHub::pick(models, name, None) else {
+                continue;
+            };
+            if before.get(name) == Some(&spec.version) {
+                continue;
+            }
+            let stage = models[name]
+                .version(spec.version)
+                .map(|v| v.stage.to_string())
+                .unwrap_or_default();
+            tracing::info!(model = %name, version = spec.version, %stage, "now serving by default");
+            self.bus
+                .publish(Event::Deployment(Arc::new(DeploymentEvent {
+                    model: name.clone(),
+                    version: spec.version,
+                    stage,
+                    ts_micros: now_micros(),
+                })));
+        }
     }
 
     /// Flushes the prediction log (after the server stopped answering); returns its counts.

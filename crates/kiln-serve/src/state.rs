@@ -164,11 +164,16 @@ impl ServeState {
             let snapshot = Arc::new(Snapshot::of(&state));
             // A promoted version is loaded before it is served: the switch is one pointer swap.
             self.models().preload(&snapshot.models).await;
-            *self
-                .inner
-                .snapshot
-                .write()
-                .unwrap_or_else(|p| p.into_inner()) = snapshot;
+            let before = std::mem::replace(
+                &mut *self
+                    .inner
+                    .snapshot
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()),
+                snapshot.clone(),
+            );
+            self.monitor()
+                .deployed(&default_versions(&before.models), &snapshot.models);
             tracing::info!(
                 seq = state.last_seq,
                 "registry changed; serving the new definitions"
@@ -200,4 +205,16 @@ impl ServeState {
             .map_err(|e| format!("online store not ready: {e}"))?;
         Ok(format!("ready (registry event #{})", snapshot.catalog.seq))
     }
+}
+
+/// The version each model answers with by default.
+fn default_versions(models: &BTreeMap<String, ModelState>) -> BTreeMap<String, u32> {
+    models
+        .keys()
+        .filter_map(|name| {
+            ModelHub::pick(models, name, None)
+                .ok()
+                .map(|spec| (name.clone(), spec.version))
+        })
+        .collect()
 }
