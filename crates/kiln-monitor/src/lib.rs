@@ -12,6 +12,7 @@ pub mod events;
 pub mod feedback;
 pub mod performance;
 pub mod predlog;
+pub mod window;
 
 pub use bus::{EventBus, Subscription};
 pub use events::{Event, PredictionEvent};
