@@ -11,12 +11,15 @@
 //!                                                               retries, counts) --> HTTP
 //! ```
 //!
-//! The serving process supplies the measurements through [`SignalProvider`]; this module never
-//! reads live state itself.
+//! [`AlertEngine`] drives it on a timer. The serving process supplies the measurements through
+//! [`SignalProvider`]; this module never reads live state itself.
 
 mod config;
+mod engine;
 mod error;
 mod evaluator;
+mod notify;
+mod payload;
 mod rule;
 mod signals;
 mod types;
@@ -26,8 +29,11 @@ pub use config::{
     AlertsConfig, DropMode, NoData, PAGERDUTY_EVENTS_URL, RuleConfig, RuleKind, WebhookConfig,
     WebhookKind,
 };
+pub use engine::{AlertEngine, EngineStats};
 pub use error::AlertError;
 pub use evaluator::{AlertState, AlertStatus, Change, Evaluator, Transition, dedup_key};
+pub use notify::NotifierStats;
+pub use payload::{generic as generic_body, pagerduty as pagerduty_body, summary};
 pub use rule::{AlertPlan, Baseline, Rule, Value, Webhook, Zone};
 pub use signals::{
     Measurement, ProviderError, SignalKind, SignalProvider, SignalQuery, Signals, Subject,
