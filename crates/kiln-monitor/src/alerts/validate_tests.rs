@@ -4,83 +4,21 @@
 use super::*;
 use crate::alerts::types::Severity;
 
-/// The example in docs/alerts.md, kept in step by hand.
-const EXAMPLE: &str = r#"
-interval = "30s"
-source = "kiln-prod-eu"
-
-[webhooks.oncall]
-kind = "pagerduty"
-routing_key_env = "KILN_PAGERDUTY_ROUTING_KEY"
-
-[webhooks.team]
-kind = "generic"
-url = "http://alert-bridge.internal:8080/hooks/T0K3N"
-headers = { Authorization = "Bearer s3cr3t-t0ken" }
-timeout = "5s"
-max_attempts = 3
-backoff = "500ms"
-
-[[rules]]
-name = "ranker-latency"
-kind = "latency_p99"
-models = ["ranker"]
-window = "5m"
-threshold = 0.25
-resolve_threshold = 0.2
-for = "2m"
-resolve_after = "5m"
-repeat_interval = "4h"
-min_samples = 100
-severity = "critical"
-runbook = "https://github.com/acme/kiln/blob/main/docs/runbooks/latency-p99.md"
-labels = { team = "ranking" }
-notify = ["oncall", "team"]
-
-[[rules]]
-name = "errors"
-kind = "error_rate"
-threshold = 0.01
-for = "5m"
-severity = "error"
-
-[[rules]]
-name = "input-drift"
-kind = "drift_share"
-threshold = 0.3
-resolve_threshold = 0.2
-for = "30m"
-notify = ["team"]
-
-[[rules]]
-name = "amount-drift"
-kind = "feature_drift"
-models = ["fraud"]
-features = ["amount", "merchant_risk"]
-direction = "below"
-threshold = 0.01
-resolve_threshold = 0.05
-notify = ["team"]
-
-[[rules]]
-name = "fraud-auc"
-kind = "accuracy_drop"
-models = ["fraud"]
-metric = "auc"
-window = "6h"
-drop = "relative"
-threshold = 0.05
-min_samples = 500
-severity = "critical"
-
-[[rules]]
-name = "stale-user-stats"
-kind = "feature_freshness"
-views = ["user_stats"]
-threshold = 7200
-no_data = "resolve"
-notify = []
-"#;
+/// The `[alerts]` example of docs/alerts.md (its first TOML block), so the documentation
+/// cannot drift from what parses.
+fn documented_example() -> AlertsConfig {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/alerts.md");
+    let doc = std::fs::read_to_string(path).expect("docs/alerts.md is readable");
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("the block ends");
+    let table: toml::Table = toml::from_str(&doc[start..end]).expect("the example parses");
+    table
+        .get("alerts")
+        .cloned()
+        .expect("an [alerts] section")
+        .try_into()
+        .expect("the example is an AlertsConfig")
+}
 
 fn env(name: &str) -> Option<String> {
     (name == "KILN_PAGERDUTY_ROUTING_KEY").then(|| "R0UTING-KEY-123".to_string())
@@ -99,7 +37,7 @@ fn problems(config: &AlertsConfig) -> Vec<String> {
 
 #[test]
 fn the_documented_example_validates_with_defaults_filled_in() {
-    let plan = parse(EXAMPLE).validate(&env).expect("valid");
+    let plan = documented_example().validate(&env).expect("valid");
     assert_eq!(plan.interval.as_secs(), 30);
     assert_eq!(plan.source, "kiln-prod-eu");
     assert_eq!(plan.rules.len(), 6);
@@ -139,7 +77,7 @@ fn the_documented_example_validates_with_defaults_filled_in() {
 
 #[test]
 fn secrets_never_show_in_debug_output() {
-    let config = parse(EXAMPLE);
+    let config = documented_example();
     let plan = config.validate(&env).expect("valid");
     let shown = format!("{config:?} {plan:?}");
     for secret in ["R0UTING-KEY-123", "s3cr3t-t0ken", "T0K3N"] {
