@@ -113,7 +113,15 @@ pub struct AlertEvent {
     pub state: &'static str,
     /// What the rule watched, e.g. `model=ranker`.
     pub subject: String,
+    /// The value that caused the change (NaN: resolved for lack of data).
     pub value: f64,
+    /// The threshold crossed: the firing one, or the resolve one (hysteresis).
     pub threshold: f64,
+    /// `critical`, `error`, `warning` or `info`.
+    pub severity: &'static str,
+    /// The rule's runbook (URL or repository path).
+    pub runbook: String,
+    /// When the alert started firing, microseconds since the Unix epoch.
+    pub started_at_micros: i64,
     pub ts_micros: i64,
 }

@@ -7,6 +7,7 @@
 //! own bounded queue, so a slow consumer drops and counts its own events and never slows a
 //! request.
 
+pub mod alerts;
 pub mod bus;
 pub mod events;
 pub mod feedback;

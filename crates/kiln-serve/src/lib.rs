@@ -17,6 +17,7 @@
 //! `.await`; a background task replays new registry events and swaps the snapshot, so `kiln
 //! apply` from another process is picked up without a restart.
 
+mod alerts;
 pub mod batching;
 pub mod error;
 mod feast;
@@ -84,6 +85,7 @@ pub fn router(state: ServeState) -> Router {
         // Labels for logged predictions, and the performance they add up to.
         .route("/v1/feedback", post(feedback::post_feedback))
         .route("/v1/models/{name}/performance", get(feedback::performance))
+        .route("/v1/alerts", get(alerts::list))
         .layer(DefaultBodyLimit::max(state.max_request_bytes()))
         .with_state(state.clone())
         // The same protocol over gRPC, on the same port (HTTP/2).

@@ -83,6 +83,9 @@ pub(crate) async fn predict(
     state
         .metrics()
         .inference(Protocol::Predict, &labels, outcome, started.elapsed());
+    state
+        .monitor()
+        .answered(&labels.model, outcome, started.elapsed());
     result
 }
 

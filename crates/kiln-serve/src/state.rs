@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub max_request_bytes: usize,
     /// Prediction log, label feedback, performance.
     pub monitor: MonitorOptions,
+    /// Alert rules, evaluated in the server against its live signals.
+    pub alerts: Option<kiln_monitor::alerts::AlertPlan>,
 }
 
 impl Default for ServeOptions {
@@ -39,6 +41,7 @@ impl Default for ServeOptions {
             model_batching: BTreeMap::new(),
             max_request_bytes: 64 << 20,
             monitor: MonitorOptions::default(),
+            alerts: None,
         }
     }
 }
@@ -75,7 +78,7 @@ pub struct ServeState {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
     registry_state: tokio::sync::Mutex<State>,
     registry: Option<Registry>,
@@ -83,6 +86,7 @@ struct Inner {
     models: ModelHub,
     metrics: Arc<ServeMetrics>,
     monitor: Monitoring,
+    alerts: std::sync::OnceLock<Arc<kiln_monitor::alerts::AlertEngine>>,
     max_request_bytes: usize,
 }
 
@@ -96,7 +100,10 @@ impl ServeState {
         options: ServeOptions,
     ) -> ServeState {
         let metrics = Arc::new(ServeMetrics::new());
-        ServeState {
+        let alerts = options.alerts;
+        let mut monitor_options = options.monitor;
+        monitor_options.track_requests |= alerts.is_some();
+        let state = ServeState {
             inner: Arc::new(Inner {
                 snapshot: RwLock::new(Arc::new(Snapshot::of(&state))),
                 registry_state: tokio::sync::Mutex::new(state),
@@ -109,10 +116,37 @@ impl ServeState {
                     metrics.clone(),
                 ),
                 metrics,
-                monitor: Monitoring::start(options.monitor),
+                monitor: Monitoring::start(monitor_options),
+                alerts: std::sync::OnceLock::new(),
                 max_request_bytes: options.max_request_bytes,
             }),
+        };
+        if let Some(plan) = alerts {
+            let provider = Arc::new(crate::monitor::signals::LiveSignals {
+                state: Arc::downgrade(&state.inner),
+            });
+            match kiln_monitor::alerts::AlertEngine::new(
+                plan,
+                provider,
+                state.monitor().bus().clone(),
+            ) {
+                Ok(engine) => {
+                    engine.spawn();
+                    let _ = state.inner.alerts.set(engine);
+                }
+                Err(e) => tracing::error!(error = %e, "alert rules not started"),
+            }
         }
+        state
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> ServeState {
+        ServeState { inner }
+    }
+
+    /// The alert engine, when rules are configured.
+    pub fn alerts(&self) -> Option<&Arc<kiln_monitor::alerts::AlertEngine>> {
+        self.inner.alerts.get()
     }
 
     /// The current registry snapshot.

@@ -315,6 +315,9 @@ pub async fn infer(
     state
         .metrics()
         .inference(protocol, &labels, outcome, started.elapsed());
+    state
+        .monitor()
+        .answered(&labels.model, outcome, started.elapsed());
     result
 }
 

@@ -82,6 +82,16 @@ impl Project {
                 .collect(),
             max_request_bytes: s.max_request_bytes,
             monitor: self.config.monitor.options(&self.dir)?,
+            alerts: if self.config.alerts.rules.is_empty() {
+                None
+            } else {
+                Some(
+                    self.config
+                        .alerts
+                        .validate(&|k| std::env::var(k).ok())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )
+            },
         })
     }
 

@@ -80,6 +80,20 @@ impl ServeMetrics {
                 }
             }
         }
+        if let Some(engine) = state.alerts() {
+            let stats = engine.stats();
+            self.gauge(&ALERTS_FIRING, &[]).set(stats.firing as f64);
+            for n in &stats.notifiers {
+                for (outcome, count) in [
+                    ("sent", n.sent),
+                    ("failed", n.failed),
+                    ("dropped", n.dropped),
+                ] {
+                    self.counter(&ALERT_NOTIFICATIONS, &[&n.webhook, outcome])
+                        .absolute(count);
+                }
+            }
+        }
         for (view, watermark) in &state.snapshot().materialized {
             self.gauge(&MATERIALIZATION_LAG, &[view])
                 .set((now - watermark) as f64 / 1e6);

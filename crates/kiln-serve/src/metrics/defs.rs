@@ -188,6 +188,20 @@ pub const MATERIALIZATION_LAG: MetricDef = MetricDef {
     help: "Time since the end of the latest materialized window of a feature view (its current version).",
     buckets: &[],
 };
+pub const ALERTS_FIRING: MetricDef = MetricDef {
+    name: "kiln_alerts_firing",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Alerts firing now (in-process alert rules).",
+    buckets: &[],
+};
+pub const ALERT_NOTIFICATIONS: MetricDef = MetricDef {
+    name: "kiln_alert_notifications_total",
+    kind: Kind::Counter,
+    labels: &["webhook", "outcome"],
+    help: "Alert notifications by webhook and outcome (sent, failed, dropped).",
+    buckets: &[],
+};
 pub const PROCESS_CPU: MetricDef = MetricDef {
     name: "process_cpu_seconds_total",
     kind: Kind::Counter,
@@ -224,7 +238,7 @@ pub const PROCESS_START: MetricDef = MetricDef {
     buckets: &[],
 };
 
-pub const ALL: [&MetricDef; 27] = [
+pub const ALL: [&MetricDef; 29] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -247,6 +261,8 @@ pub const ALL: [&MetricDef; 27] = [
     &MODEL_LABELLED,
     &MODEL_PERFORMANCE,
     &MATERIALIZATION_LAG,
+    &ALERTS_FIRING,
+    &ALERT_NOTIFICATIONS,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

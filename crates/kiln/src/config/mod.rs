@@ -40,6 +40,9 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// Alert rules and their webhooks (docs/alerts.md).
+    #[serde(default)]
+    pub alerts: kiln_monitor::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +368,11 @@ impl Config {
             errors.push("offline_store.memory_budget_mb must be at least 1".to_string());
         }
         self.monitor.validate(&mut errors);
+        if let Err(kiln_monitor::alerts::AlertError::InvalidConfig { problems }) =
+            self.alerts.validate(&|k| std::env::var(k).ok())
+        {
+            errors.extend(problems);
+        }
         if errors.is_empty() {
             Ok(())
         } else {

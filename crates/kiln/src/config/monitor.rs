@@ -171,6 +171,7 @@ impl MonitorConfig {
                     threshold: self.positive_threshold,
                 }),
             performance_window: window,
+            track_requests: false,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! a real HTTP server, real kill -9s, PostgreSQL when `KILN_TEST_POSTGRES_URL` is set and an
 //! S3-compatible server when `KILN_TEST_S3_ENDPOINT` is set.
 
+mod alerts;
 mod common;
 mod dataset;
 mod definitions;

@@ -14,7 +14,11 @@ use kiln_monitor::feedback::{Feedback, FeedbackConfig};
 use kiln_monitor::predlog::{LogConfig, LogCounters, LogStats, PredictionLog};
 
 use crate::inference::LoadedModel;
-use crate::metrics::Protocol;
+use crate::metrics::{Outcome, Protocol};
+
+pub mod signals;
+
+use signals::RequestHistory;
 
 /// What the server observes about itself.
 #[derive(Debug, Clone)]
@@ -25,6 +29,8 @@ pub struct MonitorOptions {
     pub feedback: Option<FeedbackConfig>,
     /// The window of the performance gauges in `/metrics`.
     pub performance_window: Duration,
+    /// Keep a short history of request latencies and outcomes (for alert rules).
+    pub track_requests: bool,
 }
 
 impl Default for MonitorOptions {
@@ -33,6 +39,7 @@ impl Default for MonitorOptions {
             prediction_log: None,
             feedback: Some(FeedbackConfig::default()),
             performance_window: Duration::from_secs(3600),
+            track_requests: false,
         }
     }
 }
@@ -47,6 +54,7 @@ pub struct Monitoring {
     wants_predictions: bool,
     id_prefix: String,
     next_id: AtomicU64,
+    requests: Option<RequestHistory>,
 }
 
 impl Monitoring {
@@ -67,6 +75,7 @@ impl Monitoring {
             // Ids unique across restarts: the start time, then a counter.
             id_prefix: format!("{:x}", now_micros()),
             next_id: AtomicU64::new(1),
+            requests: options.track_requests.then(RequestHistory::default),
         }
     }
 
@@ -84,6 +93,22 @@ impl Monitoring {
 
     pub fn performance_window(&self) -> Duration {
         self.performance_window
+    }
+
+    /// Recent requests' latency and outcome (empty unless tracked).
+    pub fn requests(&self) -> &RequestHistory {
+        static NONE: std::sync::OnceLock<RequestHistory> = std::sync::OnceLock::new();
+        self.requests
+            .as_ref()
+            .unwrap_or_else(|| NONE.get_or_init(RequestHistory::default))
+    }
+
+    /// Notes an answered inference request (for alert rules on latency and errors).
+    pub fn answered(&self, model: &str, outcome: Outcome, elapsed: Duration) {
+        if let Some(h) = &self.requests {
+            let failed = matches!(outcome, Outcome::Unavailable | Outcome::Error);
+            h.record(model, now_micros(), elapsed, failed);
+        }
     }
 
     /// Whether scored requests should be published (so their features are kept for it).
