@@ -20,6 +20,7 @@ pub mod chisquare;
 mod column;
 pub mod dataset;
 pub mod histogram;
+pub mod html;
 pub mod jensenshannon;
 pub mod kolmogorov;
 pub mod ks;
