@@ -5,6 +5,7 @@
 mod common;
 mod dataset;
 mod definitions;
+mod drift;
 mod inference;
 mod materialize;
 mod metrics;
