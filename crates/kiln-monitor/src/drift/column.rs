@@ -24,21 +24,21 @@ pub(crate) enum Outcome {
 }
 
 /// The kind of values, for the "same kind on both sides" check.
-fn class(data: &ColumnData) -> &'static str {
+fn class(data: &ColumnData) -> &str {
     match data {
         ColumnData::Float(_) | ColumnData::Int(_) => "numeric",
         ColumnData::Bool(_) => "boolean",
         ColumnData::Str(_) => "string",
-        ColumnData::Unsupported { .. } => "unsupported",
+        ColumnData::Unsupported { dtype, .. } => dtype,
     }
 }
 
-fn prepared_class(p: &Prepared) -> &'static str {
+fn prepared_class(p: &Prepared) -> &str {
     match p {
         Prepared::Numeric { sample, .. } if sample.kind == NumericKind::Bool => "boolean",
         Prepared::Numeric { .. } => "numeric",
         Prepared::Labels(_) => "string",
-        Prepared::Unsupported { .. } => "unsupported",
+        Prepared::Unsupported { dtype } => dtype,
     }
 }
 
@@ -64,19 +64,19 @@ pub(crate) fn evaluate(
             }))
         }
     };
-    if let Prepared::Unsupported { dtype } = reference {
-        return skip(format!("its reference type ({dtype}) is not supported"));
-    }
+    // Typing looks at the current side only: a column it cannot type is left out; a current
+    // column it can type but a reference of another kind is an error (Evidently's too).
     if let ColumnData::Unsupported { dtype, .. } = current {
         return skip(format!("its current type ({dtype}) is not supported"));
     }
     let (rc, cc) = (prepared_class(reference), class(current));
+    let mismatch = || MonitorError::TypeMismatch {
+        column: name.to_string(),
+        reference: rc.to_string(),
+        current: cc.to_string(),
+    };
     if rc != cc {
-        return Err(MonitorError::TypeMismatch {
-            column: name.to_string(),
-            reference: rc.to_string(),
-            current: cc.to_string(),
-        });
+        return Err(mismatch());
     }
     let column_type = match options.column_types.get(name) {
         Some(&t) => t,
@@ -102,11 +102,6 @@ pub(crate) fn evaluate(
         column: name.to_string(),
         side,
         rows,
-    };
-    let mismatch = || MonitorError::TypeMismatch {
-        column: name.to_string(),
-        reference: rc.to_string(),
-        current: cc.to_string(),
     };
     let scored = match reference {
         Prepared::Numeric { sample, std } => {

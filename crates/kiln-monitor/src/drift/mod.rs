@@ -184,3 +184,102 @@ pub fn drift_datasets(
     let prepared = PreparedReference::with_columns(reference, &wanted)?;
     drift(&prepared, current, options)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(v: &[f64]) -> ColumnData {
+        ColumnData::Float(v.to_vec())
+    }
+
+    fn one(name: &str, data: ColumnData) -> Dataset {
+        Dataset::new().with(name, data).expect("dataset")
+    }
+
+    #[test]
+    fn kinds_must_match_across_sides() {
+        let r = one("x", floats(&[1.0, 2.0]));
+        let c = one("x", ColumnData::Str([Some("a")].into_iter().collect()));
+        let e = drift_datasets(&r, &c, &DriftOptions::default()).expect_err("mismatch");
+        assert_eq!(
+            e.to_string(),
+            "column \"x\" is numeric in the reference data but string in the current data; both \
+             sides must hold the same kind of values"
+        );
+        // A reference column of an unsupported type under a typed current one is a mismatch
+        // too; an untyped current column is left out.
+        let r = one(
+            "x",
+            ColumnData::Unsupported {
+                dtype: "timestamp".into(),
+                len: 2,
+            },
+        );
+        let e = drift_datasets(&r, &one("x", floats(&[1.0])), &DriftOptions::default())
+            .expect_err("mismatch");
+        assert!(
+            e.to_string().contains("is timestamp in the reference data"),
+            "{e}"
+        );
+        let r = one("x", floats(&[1.0]))
+            .with("t", floats(&[1.0]))
+            .expect("dataset");
+        let c = one("x", floats(&[1.0]))
+            .with(
+                "t",
+                ColumnData::Unsupported {
+                    dtype: "timestamp".into(),
+                    len: 1,
+                },
+            )
+            .expect("dataset");
+        let report = drift_datasets(&r, &c, &DriftOptions::default()).expect("report");
+        assert_eq!(report.skipped[0].name, "t");
+    }
+
+    #[test]
+    fn missing_and_empty_columns() {
+        let r = one("x", floats(&[1.0, 2.0]));
+        let c = one("y", floats(&[1.0]));
+        let e = drift_datasets(&r, &c, &DriftOptions::default()).expect_err("missing");
+        assert_eq!(e.to_string(), "column \"y\" is not in the reference data");
+        let c = one("x", floats(&[f64::NAN, f64::INFINITY]));
+        let e = drift_datasets(&r, &c, &DriftOptions::default()).expect_err("empty");
+        assert!(
+            e.to_string()
+                .starts_with("column \"x\" has no values in the current data (all 2 rows"),
+            "{e}"
+        );
+        let both = r.clone().with("z", floats(&[1.0, 3.0])).expect("dataset");
+        let cur = c.with("z", floats(&[2.0])).expect("dataset");
+        let opts = DriftOptions {
+            skip_empty: true,
+            ..DriftOptions::default()
+        };
+        let report = drift_datasets(&both, &cur, &opts).expect("report");
+        assert_eq!(report.number_of_columns, 1);
+        assert_eq!(report.skipped[0].name, "x");
+    }
+
+    #[test]
+    fn forced_method_must_apply_to_the_type() {
+        let r = one("x", floats(&[1.0, 2.0, 3.0]));
+        let opts = DriftOptions {
+            method: Some(Method::Chisquare),
+            ..DriftOptions::default()
+        };
+        let e = drift_datasets(&r, &r, &opts).expect_err("not applicable");
+        assert!(
+            e.to_string()
+                .contains("method chisquare does not apply to numerical column \"x\""),
+            "{e}"
+        );
+        // A type override makes it categorical, and then it applies.
+        let mut opts = opts;
+        opts.column_types
+            .insert("x".into(), ColumnType::Categorical);
+        let report = drift_datasets(&r, &r, &opts).expect("report");
+        assert_eq!(report.columns[0].score, 1.0);
+    }
+}
