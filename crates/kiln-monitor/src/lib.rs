@@ -6,9 +6,14 @@
 //! moves on; each consumer (prediction log writer, live drift, alert evaluator) reads from its
 //! own bounded queue, so a slow consumer drops and counts its own events and never slows a
 //! request.
+//!
+//! [`drift`] compares a current sample of features with a reference (the training set) column
+//! by column, with Evidently's default rules; the CLI's `kiln drift` and live drift share it.
 
 pub mod alerts;
 pub mod bus;
+pub mod drift;
+pub mod error;
 pub mod events;
 pub mod feedback;
 pub mod performance;
@@ -16,4 +21,5 @@ pub mod predlog;
 pub mod window;
 
 pub use bus::{EventBus, Subscription};
+pub use error::{MonitorError, Side};
 pub use events::{Event, PredictionEvent};

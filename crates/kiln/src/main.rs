@@ -11,6 +11,8 @@ mod http;
 mod output;
 mod progress;
 mod project;
+mod tabular;
+mod tabular_csv;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,9 +72,15 @@ fn main() -> ExitCode {
     };
     match rt.block_on(cmd::run(ctx, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cmd::Exit>() {
+            Some(exit) => {
+                eprintln!("{}", exit.message);
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

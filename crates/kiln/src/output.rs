@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum Format {
     Table,
     Json,
+    /// A self-contained HTML page (only `kiln drift` writes one).
+    Html,
 }
 
 /// A table with a header row.

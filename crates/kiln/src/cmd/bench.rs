@@ -22,6 +22,9 @@ pub enum BenchCmd {
     GenData(GenArgs),
     /// Load an HTTP endpoint with a fixed request body and report throughput and latency.
     Http(HttpArgs),
+    /// Time `kiln drift`'s stages on two files (reading, preparing the reference, comparing
+    /// one-off and against a prepared reference); prints JSON.
+    Drift(super::drift::DriftBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +85,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::GenData(a) => gen_data(ctx, a).await,
         BenchCmd::Http(a) => http(ctx, a).await,
+        BenchCmd::Drift(a) => super::drift::bench(a).await,
     }
 }
 

@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod dataset;
 mod demo;
+mod drift;
 mod features;
 mod init;
 mod inspect;
@@ -83,9 +84,31 @@ pub enum Command {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+    /// Data drift between a reference file and a current one (Evidently's rules), as a table,
+    /// JSON (-o json) or an HTML page (-o html). Exit status 0 when the report is made, 1 on
+    /// an error, 2 on dataset drift with --fail-on-drift.
+    Drift(drift::DriftArgs),
 }
 
+/// An error that ends the process with a given status (not 1) and a message.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
+    if ctx.output == Format::Html && !matches!(command, Command::Drift(_)) {
+        anyhow::bail!("--output html is only supported by `kiln drift`; use table or json");
+    }
     match command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Plan => apply::run(&ctx, false).await,
@@ -101,5 +124,6 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Models { cmd } => models::run(&ctx, cmd).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
         Command::Bench { cmd } => bench::run(&ctx, cmd).await,
+        Command::Drift(a) => drift::run(&ctx, a).await,
     }
 }

@@ -6,6 +6,7 @@ mod alerts;
 mod common;
 mod dataset;
 mod definitions;
+mod drift;
 mod inference;
 mod materialize;
 mod metrics;

@@ -1,0 +1,326 @@
+//! Reading a table file into drift's column-oriented [`Dataset`], with each column's kind
+//! decided as pandas decides it when it reads the same file — Evidently types columns by their
+//! pandas dtype, so this is what makes `kiln drift` on a file agree with Evidently on
+//! `pd.read_parquet` of it:
+//!
+//! * floats (16/32/64 bit) -> float (nulls are NaN; float32 widened to f64);
+//! * signed integers -> integer, but **float when the column has a null** (pandas has no
+//!   missing integer in its default dtypes);
+//! * unsigned integers -> float when the column has a null, else *unsupported*: pandas keeps
+//!   them as `uint*`, which Evidently does not type;
+//! * booleans -> boolean, but *unsupported* when the column has a null (pandas holds it as
+//!   objects, which Evidently does not type);
+//! * strings -> strings; dictionary-encoded strings -> strings typed **categorical** whatever
+//!   their number of distinct values (pandas reads them as `category`, which Evidently always
+//!   types categorical; plain strings are text when more than half are distinct);
+//! * anything else (timestamps, dates, decimals, binary, nested) -> unsupported, named.
+//!
+//! Parquet is read with the columns split across threads (each with its own reader on the
+//! same footer), so decoding runs on every core. CSV is in [`crate::tabular_csv`].
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use indicatif::ProgressBar;
+use kiln_monitor::drift::{ColumnData, Dataset, Strings};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use rayon::prelude::*;
+
+/// Columns per reading task.
+const COLUMNS_PER_TASK: usize = 2;
+const BATCH_ROWS: usize = 65_536;
+
+/// A file read for drift.
+pub struct Table {
+    pub dataset: Dataset,
+    /// Columns whose storage makes them categorical (dictionary-encoded strings).
+    pub categorical: Vec<String>,
+}
+
+/// Reads `path` (Parquet, or CSV by its `.csv` extension). `columns`: only these, each of which
+/// must exist. `bar` advances by values read.
+pub fn read(
+    path: &Path,
+    role: &str,
+    columns: Option<&[String]>,
+    bar: &ProgressBar,
+) -> anyhow::Result<Table> {
+    let is_csv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        return crate::tabular_csv::read(path, role, columns, bar);
+    }
+    let file = File::open(path)
+        .with_context(|| format!("cannot open the {role} file {}", path.display()))?;
+    let meta = ArrowReaderMetadata::load(&file, Default::default()).with_context(|| {
+        format!(
+            "the {role} file {} is not a Parquet file (or is damaged)",
+            path.display()
+        )
+    })?;
+    let schema = meta.schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let wanted: Vec<usize> = match columns {
+        None => (0..names.len()).collect(),
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                names.iter().position(|n| n == c).with_context(|| {
+                    format!(
+                        "column {c:?} is not in the {role} file {} (its columns: {})",
+                        path.display(),
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
+    bar.set_length(bar.length().unwrap_or(0) + rows * wanted.len() as u64);
+    let tasks: Vec<&[usize]> = wanted.chunks(COLUMNS_PER_TASK).collect();
+    let parts: Vec<anyhow::Result<Vec<(String, ColumnData)>>> = tasks
+        .par_iter()
+        .map(|group| read_group(path, role, &meta, group, bar))
+        .collect();
+    let mut dataset = Dataset::new();
+    for part in parts {
+        for (name, data) in part? {
+            dataset
+                .push(name, data)
+                .with_context(|| format!("in the {role} file {}", path.display()))?;
+        }
+    }
+    let categorical = wanted
+        .iter()
+        .filter(|&&i| matches!(schema.field(i).data_type(), DataType::Dictionary(..)))
+        .map(|&i| schema.field(i).name().clone())
+        .collect();
+    Ok(Table {
+        dataset,
+        categorical,
+    })
+}
+
+fn read_group(
+    path: &Path,
+    role: &str,
+    meta: &ArrowReaderMetadata,
+    group: &[usize],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<(String, ColumnData)>> {
+    let file = File::open(path)
+        .with_context(|| format!("cannot open the {role} file {}", path.display()))?;
+    let mask = ProjectionMask::roots(
+        meta.metadata().file_metadata().schema_descr(),
+        group.iter().copied(),
+    );
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .with_context(|| format!("cannot read the {role} file {}", path.display()))?;
+    let fields = meta.schema().fields();
+    let mut acc: Vec<(String, Acc)> = group
+        .iter()
+        .map(|&i| (fields[i].name().clone(), Acc::new(fields[i].data_type())))
+        .collect();
+    for batch in reader {
+        let batch =
+            batch.with_context(|| format!("cannot decode the {role} file {}", path.display()))?;
+        for (col, (_, a)) in batch.columns().iter().zip(acc.iter_mut()) {
+            a.push(col)?;
+        }
+        bar.inc((batch.num_rows() * group.len()) as u64);
+    }
+    Ok(acc.into_iter().map(|(n, a)| (n, a.finish())).collect())
+}
+
+/// A column being read.
+pub enum Acc {
+    Float(Vec<f64>),
+    /// Values, validity, whether any was null (then it becomes a float column).
+    Int(Vec<i64>, Vec<bool>, bool),
+    /// Unsigned: values as doubles (NaN for null), whether any was null.
+    UInt(Vec<f64>, bool),
+    Bool(Vec<bool>, bool),
+    Str(Strings),
+    Other(String, usize),
+}
+
+impl Acc {
+    pub fn new(t: &DataType) -> Acc {
+        match t {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => Acc::Float(Vec::new()),
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                Acc::Int(Vec::new(), Vec::new(), false)
+            }
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                Acc::UInt(Vec::new(), false)
+            }
+            DataType::Boolean => Acc::Bool(Vec::new(), false),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Acc::Str(Strings::new()),
+            DataType::Dictionary(_, v)
+                if matches!(
+                    **v,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) =>
+            {
+                Acc::Str(Strings::new())
+            }
+            other => Acc::Other(type_name(other), 0),
+        }
+    }
+
+    fn push(&mut self, col: &ArrayRef) -> anyhow::Result<()> {
+        match self {
+            Acc::Float(v) => push_float(v, col),
+            Acc::Int(v, valid, has_null) => push_int(v, valid, has_null, col)?,
+            Acc::UInt(v, has_null) => push_uint(v, has_null, col)?,
+            Acc::Bool(v, has_null) => {
+                let b = col.as_boolean();
+                *has_null |= b.null_count() > 0;
+                v.extend((0..b.len()).map(|i| b.is_valid(i) && b.value(i)));
+            }
+            Acc::Str(s) => push_str(s, col)?,
+            Acc::Other(_, n) => *n += col.len(),
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> ColumnData {
+        match self {
+            Acc::Float(v) => ColumnData::Float(v),
+            Acc::Int(v, valid, true) => ColumnData::Float(
+                v.into_iter()
+                    .zip(valid)
+                    .map(|(x, ok)| if ok { x as f64 } else { f64::NAN })
+                    .collect(),
+            ),
+            Acc::Int(v, _, false) => ColumnData::Int(v),
+            Acc::UInt(v, true) => ColumnData::Float(v),
+            Acc::UInt(v, false) => ColumnData::Unsupported {
+                dtype: "unsigned integer (Evidently leaves unsigned integer columns untyped)"
+                    .into(),
+                len: v.len(),
+            },
+            Acc::Bool(v, false) => ColumnData::Bool(v),
+            Acc::Bool(v, true) => ColumnData::Unsupported {
+                dtype: "boolean with missing values".into(),
+                len: v.len(),
+            },
+            Acc::Str(s) => ColumnData::Str(s),
+            Acc::Other(dtype, len) => ColumnData::Unsupported { dtype, len },
+        }
+    }
+}
+
+fn push_float(v: &mut Vec<f64>, col: &ArrayRef) {
+    macro_rules! floats {
+        ($t:ty) => {{
+            let a = col.as_primitive::<$t>();
+            v.extend((0..a.len()).map(|i| {
+                if a.is_valid(i) {
+                    f64::from(a.value(i))
+                } else {
+                    f64::NAN
+                }
+            }));
+        }};
+    }
+    match col.data_type() {
+        DataType::Float16 => floats!(Float16Type),
+        DataType::Float32 => floats!(Float32Type),
+        _ => {
+            let a = col.as_primitive::<Float64Type>();
+            if a.null_count() == 0 {
+                v.extend_from_slice(a.values());
+            } else {
+                v.extend((0..a.len()).map(|i| if a.is_valid(i) { a.value(i) } else { f64::NAN }));
+            }
+        }
+    }
+}
+
+fn push_int(
+    v: &mut Vec<i64>,
+    valid: &mut Vec<bool>,
+    has_null: &mut bool,
+    col: &ArrayRef,
+) -> anyhow::Result<()> {
+    macro_rules! ints {
+        ($t:ty) => {{
+            let a = col.as_primitive::<$t>();
+            *has_null |= a.null_count() > 0;
+            for i in 0..a.len() {
+                let ok = a.is_valid(i);
+                valid.push(ok);
+                v.push(if ok { i64::from(a.value(i)) } else { 0 });
+            }
+        }};
+    }
+    match col.data_type() {
+        DataType::Int8 => ints!(Int8Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int64 => ints!(Int64Type),
+        other => bail!("unexpected integer type {other}"),
+    }
+    Ok(())
+}
+
+fn push_uint(v: &mut Vec<f64>, has_null: &mut bool, col: &ArrayRef) -> anyhow::Result<()> {
+    macro_rules! uints {
+        ($t:ty) => {{
+            let a = col.as_primitive::<$t>();
+            *has_null |= a.null_count() > 0;
+            v.extend((0..a.len()).map(|i| {
+                if a.is_valid(i) {
+                    a.value(i) as f64
+                } else {
+                    f64::NAN
+                }
+            }));
+        }};
+    }
+    match col.data_type() {
+        DataType::UInt8 => uints!(UInt8Type),
+        DataType::UInt16 => uints!(UInt16Type),
+        DataType::UInt32 => uints!(UInt32Type),
+        DataType::UInt64 => uints!(UInt64Type),
+        other => bail!("unexpected unsigned type {other}"),
+    }
+    Ok(())
+}
+
+fn push_str(s: &mut Strings, col: &ArrayRef) -> anyhow::Result<()> {
+    let col: ArrayRef = match col.data_type() {
+        DataType::Utf8 => Arc::clone(col),
+        _ => arrow_cast::cast(col, &DataType::Utf8).context("cannot read a string column")?,
+    };
+    let a = col.as_string::<i32>();
+    for i in 0..a.len() {
+        s.push(a.is_valid(i).then(|| a.value(i)));
+    }
+    Ok(())
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "decimal".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
