@@ -7,7 +7,9 @@
 //! [`inference`] core.
 //!
 //! `GET /metrics` exports Prometheus metrics ([`metrics`]): inference outcomes and latency,
-//! queue vs compute time, batch sizes, saturation, and feature look-ups by status.
+//! queue vs compute time, batch sizes, saturation, and feature look-ups by status. Every
+//! request is traced ([`trace`]): spans for the request, inference, feature fetch, queue and
+//! batch, exported over OTLP when the binary installs an exporter, free when it does not.
 //!
 //! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
 //! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
@@ -25,6 +27,7 @@ mod oip;
 mod predict;
 mod state;
 pub mod tensor;
+pub mod trace;
 
 use std::future::Future;
 use std::time::Duration;
@@ -84,6 +87,8 @@ pub fn router(state: ServeState) -> Router {
             state,
             metrics::track_http,
         ))
+        // ...and traced: one server span per request, a child of the caller's `traceparent`.
+        .layer(axum::middleware::from_fn(trace::trace_http))
 }
 
 /// Liveness: the process answers.

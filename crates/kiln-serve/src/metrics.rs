@@ -147,7 +147,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Protocol::Rest => "rest",
             Protocol::Grpc => "grpc",
@@ -167,7 +167,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::ClientError => "client_error",
