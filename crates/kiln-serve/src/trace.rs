@@ -82,7 +82,11 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         // The propagator writes `traceparent`/`tracestate` with values it formatted itself;
-        // anything that would not be a valid header is skipped rather than sent garbled.
+        // an empty `tracestate` is left out, and anything that would not be a valid header is
+        // skipped rather than sent garbled.
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&value),

@@ -152,6 +152,8 @@ fn the_server_span_continues_the_callers_trace_and_names_itself_in_the_response(
         returned,
         format!("00-{CALLER_TRACE}-{}-01", server.span_context.span_id())
     );
+    // The caller sent no tracestate: none comes back (not even an empty one).
+    assert!(resp.headers().get("tracestate").is_none());
 }
 
 #[test]

@@ -241,18 +241,20 @@ fn grpc_infer(addr: &str, traceparent: &str) -> String {
 
 const INFER_BODY: &str = r#"{"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [[0.5, 0.9, 10], [0.1, 0.2, 3]]}]}"#;
 
-/// POSTs a JSON body with extra headers; returns the status and the response's traceparent.
+/// POSTs a JSON body with extra headers, expecting 200; returns the response's `traceparent`
+/// and `tracestate`.
 fn post_traced(
     addr: &str,
     path: &str,
     body: &str,
     headers: &[(&str, &str)],
-) -> (u16, Option<String>) {
+) -> (Option<String>, Option<String>) {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     let (status, head, body) = http_raw(addr, "POST", path, &all, body.as_bytes());
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    (status, header(&head, "traceparent").map(str::to_string))
+    let get = |name| header(&head, name).map(str::to_string);
+    (get("traceparent"), get("tracestate"))
 }
 
 #[test]
@@ -278,13 +280,13 @@ fn rest_predict_and_grpc_requests_are_traced_and_exported_over_otlp() {
     let rest_tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let predict_tp = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203332-01";
     let grpc_tp = "00-2cf7651916cd43dd8448eb211c80319c-d7ad6b7169203333-01";
-    let (_, rest_back) = post_traced(
+    let (rest_back, rest_state) = post_traced(
         &addr,
         "/v2/models/ranker/infer",
         INFER_BODY,
         &[("traceparent", rest_tp), ("tracestate", "vendor=1")],
     );
-    let (_, predict_back) = post_traced(
+    let (predict_back, _) = post_traced(
         &addr,
         "/v1/models/ranker/predict",
         r#"{"entities": {"driver_id": [1001, 99999, 1050]}}"#,
@@ -324,6 +326,11 @@ fn rest_predict_and_grpc_requests_are_traced_and_exported_over_otlp() {
     assert_eq!(
         rest_back,
         format!("00-{}-{}-01", trace_of(rest_tp), server_span.span_id)
+    );
+    assert_eq!(
+        rest_state.as_deref(),
+        Some("vendor=1"),
+        "tracestate is kept"
     );
 
     // Predict by entity: the online store read is a child of inference.
@@ -380,14 +387,14 @@ fn the_standard_endpoint_variable_works_and_sampling_follows_the_caller() {
         ],
     );
     let sampled = "00-3df7651916cd43dd8448eb211c80319c-e7ad6b7169203334-01";
-    let (_, back) = post_traced(
+    let (back, _) = post_traced(
         &server.addr,
         "/v2/models/ranker/infer",
         INFER_BODY,
         &[("traceparent", sampled)],
     );
     assert!(back.expect("a traceparent").ends_with("-01"));
-    let (_, unsampled) = post_traced(&server.addr, "/v2/models/ranker/infer", INFER_BODY, &[]);
+    let (unsampled, _) = post_traced(&server.addr, "/v2/models/ranker/infer", INFER_BODY, &[]);
     // A new trace, not recorded: the response still names it, with the sampled flag off.
     let unsampled = unsampled.expect("a traceparent");
     assert!(unsampled.ends_with("-00"), "{unsampled}");
@@ -419,15 +426,15 @@ fn with_no_endpoint_nothing_is_exported_and_requests_work() {
         ],
     ] {
         let server = Server::start(&p.dir, &env);
-        let (status, back) = post_traced(
+        let back = post_traced(
             &server.addr,
             "/v2/models/ranker/infer",
             INFER_BODY,
             &[("traceparent", tp)],
         );
-        assert_eq!(status, 200);
         assert_eq!(
-            back, None,
+            back,
+            (None, None),
             "no trace context in a response when tracing is off"
         );
         assert!(server.stop());
