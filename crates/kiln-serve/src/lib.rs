@@ -41,9 +41,10 @@ pub use batching::BatchConfig;
 pub use feast::encode_response;
 pub use state::{ServeOptions, ServeState};
 
-/// The HTTP routes.
+/// The HTTP routes. Install the process's tracing subscriber first: the tracing middleware is
+/// only added when it records request spans ([`trace::enabled`]).
 pub fn router(state: ServeState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
@@ -86,9 +87,14 @@ pub fn router(state: ServeState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state,
             metrics::track_http,
-        ))
-        // ...and traced: one server span per request, a child of the caller's `traceparent`.
-        .layer(axum::middleware::from_fn(trace::trace_http))
+        ));
+    // ...and traced, when something records the spans: one server span per request, a child
+    // of the caller's `traceparent`. Without it, requests do not pay for a middleware.
+    if trace::enabled() {
+        router.layer(axum::middleware::from_fn(trace::trace_http))
+    } else {
+        router
+    }
 }
 
 /// Liveness: the process answers.

@@ -4,9 +4,9 @@
 //! The spans are ordinary `tracing` spans. The binary decides whether they go anywhere: when
 //! `kiln serve` exports traces it installs a `tracing-opentelemetry` layer that turns them into
 //! OpenTelemetry spans (and an OTLP exporter behind a batch span processor); when it does not, no
-//! layer wants them, every span macro here is disabled at its call site (one atomic load), and
-//! the middleware and the batcher take their fast paths. Tracing that is off costs close to
-//! nothing.
+//! layer wants them, every span macro here is disabled at its call site (one atomic load), the
+//! router leaves the middleware out ([`enabled`]) and the batcher takes its fast path. Tracing
+//! that is off costs close to nothing.
 //!
 //! The span tree of an inference request (names are the constants below):
 //!
@@ -59,6 +59,12 @@ pub const FEATURE_FETCH: &str = "feature_fetch";
 pub const QUEUE: &str = "queue";
 /// One batch's model compute, which may score several requests.
 pub const BATCH: &str = "batch";
+
+/// Whether the current subscriber records request spans: an exporting layer is installed.
+/// [`crate::router`] asks once, to leave the middleware out when nothing would record it.
+pub fn enabled() -> bool {
+    tracing::span_enabled!(target: TARGET, tracing::Level::INFO)
+}
 
 /// The gRPC service served next to REST.
 const GRPC_SERVICE: &str = "inference.GRPCInferenceService";

@@ -297,6 +297,10 @@ mod tests {
                     span.is_disabled(),
                     "{filter}: a request span is built with no exporter"
                 );
+                assert!(
+                    !kiln_serve::trace::enabled(),
+                    "{filter}: the middleware is added"
+                );
                 assert!(tracing::enabled!(target: "kiln_serve", tracing::Level::INFO));
             });
         }

@@ -186,6 +186,13 @@ fn with_tracing_off_requests_work_and_no_traceparent_is_returned() {
 }
 
 #[test]
+fn the_middleware_is_wanted_only_when_a_subscriber_records_request_spans() {
+    assert!(!enabled(), "no subscriber");
+    let (_collector, dispatch, _provider) = Collector::subscriber();
+    assert!(tracing::dispatcher::with_default(&dispatch, enabled));
+}
+
+#[test]
 fn inject_writes_the_current_context_for_outgoing_calls() {
     let (_collector, dispatch, _provider) = Collector::subscriber();
     tracing::dispatcher::with_default(&dispatch, || {
