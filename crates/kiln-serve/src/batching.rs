@@ -10,6 +10,10 @@
 //! With a zero delay (the default) nothing waits: a batch is whatever queued up while the
 //! previous batch was being scored, which is the batching that costs no latency.
 //!
+//! Each job carries its request's tracing spans ([`trace::JobSpans`]): the worker ends the
+//! job's `queue` span when the batch's compute starts, and opens the `batch` span under the
+//! batch's first request (linked to the others). With tracing off they are disabled spans.
+//!
 //! The actor lives as long as its [`Batcher`]: when the last handle to a loaded version is
 //! dropped (a promotion or an unload), the queue closes, the workers finish what was queued and
 //! exit. A request that already resolved a version keeps it until answered, which is what makes a
@@ -24,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::inference::InferError;
 use crate::metrics::BatchMetrics;
+use crate::trace::{self, JobSpans};
 
 /// How a model version's requests are batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,7 @@ struct Job {
     rows: Vec<f64>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Scored, InferError>>,
+    spans: JobSpans,
 }
 
 /// The sending side of a model version's batching actor.
@@ -114,6 +120,7 @@ impl Batcher {
             rows,
             enqueued: Instant::now(),
             reply,
+            spans: JobSpans::enqueued(),
         };
         // Counted before sending: the worker may take the job (and decrement) at once.
         self.metrics.queue_depth.increment(1.0);
@@ -220,7 +227,8 @@ fn worker(
     }
 }
 
-/// Scores a batch in one call and answers each of its requests.
+/// Scores a batch in one call and answers each of its requests; with tracing on, under the
+/// subscriber of the batch's requests.
 fn score(
     model: &dyn Model,
     batch: Vec<Job>,
@@ -228,8 +236,33 @@ fn score(
     n_features: usize,
     per_row: usize,
 ) {
-    if batch.is_empty() {
+    match batch.first().and_then(|j| j.spans.dispatch()) {
+        Some(dispatch) => tracing::dispatcher::with_default(&dispatch, || {
+            score_batch(model, batch, rows, n_features, per_row);
+        }),
+        None => score_batch(model, batch, rows, n_features, per_row),
+    }
+}
+
+fn score_batch(
+    model: &dyn Model,
+    mut batch: Vec<Job>,
+    rows: &mut Vec<f64>,
+    n_features: usize,
+    per_row: usize,
+) {
+    let Some((first, others)) = batch.split_first() else {
         return;
+    };
+    let batch_rows = batch.iter().map(|j| j.rows.len() / n_features).sum();
+    let span = trace::start_batch(
+        &first.spans,
+        others.iter().map(|j| &j.spans),
+        batch_rows,
+        batch.len(),
+    );
+    for job in &mut batch {
+        job.spans.end();
     }
     let started = Instant::now();
     // A lone request is scored from its own buffer; a batch is concatenated once.
@@ -254,7 +287,10 @@ fn score(
             .map_err(|e| InferError::BadRequest(e.to_string()))
     });
     let compute_time = started.elapsed();
-    let batch_rows = batch.iter().map(|j| j.rows.len() / n_features).sum();
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    drop(span);
     match result {
         Ok(out) if batch.len() == 1 => {
             let job = batch.into_iter().next().expect("one job");
@@ -412,6 +448,90 @@ mod tests {
             "ok {ok}, overloaded {overloaded}"
         );
         assert_eq!(ok + overloaded, 8);
+    }
+
+    #[test]
+    fn a_batch_is_traced_under_its_first_request_and_linked_to_the_others() {
+        use crate::metrics::Protocol;
+        use crate::trace::tests::{Collector, attr};
+        use opentelemetry::Value;
+        use tracing::Instrument;
+
+        let (collector, dispatch, provider) = Collector::subscriber();
+        let model = Arc::new(SumModel::new(Duration::ZERO));
+        // Two one-row requests fill a batch of two; the long delay makes the worker wait
+        // for the second.
+        let batcher = Batcher::start(
+            model,
+            "sum@v1".into(),
+            config(2, 60_000, 8),
+            BatchMetrics::noop(),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let a = batcher
+                    .submit(vec![1.0, 2.0])
+                    .instrument(crate::trace::inference_span(Protocol::Rest));
+                let b = batcher
+                    .submit(vec![3.0, 4.0])
+                    .instrument(crate::trace::inference_span(Protocol::Grpc));
+                let (a, b) = tokio::join!(a, b);
+                assert_eq!(a.expect("scored").batch_rows, 2);
+                assert_eq!(b.expect("scored").values, [7.0]);
+            });
+        });
+        provider.force_flush().expect("flushed");
+
+        let spans = collector.spans();
+        let batch = collector.one(crate::trace::BATCH);
+        assert_eq!(attr(&batch, "kiln.batch.rows"), Some(Value::I64(2)));
+        assert_eq!(attr(&batch, "kiln.batch.requests"), Some(Value::I64(2)));
+        let inference: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == crate::trace::INFERENCE)
+            .collect();
+        assert_eq!(inference.len(), 2);
+        // Two requests, two traces; the batch is in the first one's, under its span.
+        let (first, other) = match inference
+            .iter()
+            .position(|s| s.span_context.span_id() == batch.parent_span_id)
+        {
+            Some(0) => (inference[0], inference[1]),
+            Some(_) => (inference[1], inference[0]),
+            None => panic!("the batch's parent is an inference span: {spans:#?}"),
+        };
+        assert_ne!(first.span_context.trace_id(), other.span_context.trace_id());
+        assert_eq!(batch.span_context.trace_id(), first.span_context.trace_id());
+        let linked: Vec<_> = batch.links.iter().map(|l| l.span_context.clone()).collect();
+        assert_eq!(linked, vec![other.span_context.clone()]);
+        // Each request waited in a queue span of its own; the other's links to the batch.
+        for request in [first, other] {
+            let queue: Vec<_> = spans
+                .iter()
+                .filter(|s| {
+                    s.name == crate::trace::QUEUE
+                        && s.span_context.trace_id() == request.span_context.trace_id()
+                })
+                .collect();
+            assert_eq!(queue.len(), 1, "{spans:#?}");
+            assert_eq!(queue[0].parent_span_id, request.span_context.span_id());
+        }
+        let other_queue = spans
+            .iter()
+            .find(|s| {
+                s.name == crate::trace::QUEUE
+                    && s.span_context.trace_id() == other.span_context.trace_id()
+            })
+            .expect("the other queue span");
+        let back: Vec<_> = other_queue
+            .links
+            .iter()
+            .map(|l| l.span_context.clone())
+            .collect();
+        assert_eq!(back, vec![batch.span_context.clone()]);
     }
 
     #[tokio::test]

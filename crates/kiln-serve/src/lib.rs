@@ -11,6 +11,8 @@
 //! process metrics. Every scored request is published on the server's event bus ([`monitor`]),
 //! where the prediction log and the label-feedback index pick it up; `POST /v1/feedback` joins
 //! labels to predictions and `GET /v1/models/{name}/performance` reports what they add up to.
+//! Every request is traced ([`trace`]): spans for the request, inference, feature fetch, queue
+//! and batch, exported over OTLP when the binary installs an exporter, free when it does not.
 //!
 //! The serving state holds the registry as a [`kiln_features::online::Catalog`] snapshot
 //! behind an `RwLock<Arc<_>>`: requests clone the `Arc` and never hold the lock across an
@@ -31,6 +33,7 @@ mod oip;
 mod predict;
 mod state;
 pub mod tensor;
+pub mod trace;
 
 use std::future::Future;
 use std::time::Duration;
@@ -45,9 +48,10 @@ pub use feast::encode_response;
 pub use monitor::MonitorOptions;
 pub use state::{ServeOptions, ServeState};
 
-/// The HTTP routes.
+/// The HTTP routes. Install the process's tracing subscriber first: the tracing middleware is
+/// only added when it records request spans ([`trace::enabled`]).
 pub fn router(state: ServeState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
@@ -94,7 +98,14 @@ pub fn router(state: ServeState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state,
             metrics::track_http,
-        ))
+        ));
+    // ...and traced, when something records the spans: one server span per request, a child
+    // of the caller's `traceparent`. Without it, requests do not pay for a middleware.
+    if trace::enabled() {
+        router.layer(axum::middleware::from_fn(trace::trace_http))
+    } else {
+        router
+    }
 }
 
 /// Liveness: the process answers.

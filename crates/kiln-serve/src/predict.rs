@@ -15,11 +15,13 @@ use kiln_core::time::now_micros;
 use kiln_features::online::{FeatureSelection, FeatureStatus, OnlineRequest, get_online_features};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::ServeState;
 use crate::error::OipError;
 use crate::inference::ModelHub;
 use crate::metrics::{ModelLabels, Outcome, Protocol};
+use crate::trace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +76,12 @@ pub(crate) async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, OipError> {
     let started = Instant::now();
+    let span = trace::inference_span(Protocol::Predict);
     let mut labels = ModelLabels::default();
-    let result = predict_recorded(&state, &name, body, started, &mut labels).await;
+    let mut rows = None;
+    let result = predict_recorded(&state, &name, body, started, &mut labels, &mut rows)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_status(e.status),
@@ -86,6 +92,7 @@ pub(crate) async fn predict(
     state
         .monitor()
         .answered(&labels.model, outcome, started.elapsed());
+    trace::end_inference(&span, &labels, rows, outcome);
     result
 }
 
@@ -95,6 +102,7 @@ async fn predict_recorded(
     body: Result<Bytes, BytesRejection>,
     started: Instant,
     labels: &mut ModelLabels,
+    rows_scored: &mut Option<usize>,
 ) -> Result<Json<Value>, OipError> {
     let body = crate::oip::body_or_413(state, body)?;
     let req: PredictRequest = serde_json::from_slice(&body)
@@ -119,14 +127,24 @@ async fn predict_recorded(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let fetch = tracing::info_span!(
+        target: trace::TARGET,
+        trace::FEATURE_FETCH,
+        kiln.feature_service = service.as_str(),
+        kiln.entity_rows = tracing::field::Empty,
+    );
     let online = OnlineRequest {
         features: FeatureSelection::Service(service),
         entities,
         full_feature_names: false,
     };
-    let resp = get_online_features(&snapshot.catalog, state.store(), &online, now_micros()).await?;
+    let resp = get_online_features(&snapshot.catalog, state.store(), &online, now_micros())
+        .instrument(fetch.clone())
+        .await?;
     state.metrics().feature_lookups(&resp);
     let n = resp.columns.first().map_or(0, |c| c.values.len());
+    fetch.record("kiln.entity_rows", trace::count(n));
+    drop(fetch);
 
     for (k, v) in &req.features {
         if !spec.inputs.contains(k) {
@@ -197,6 +215,7 @@ async fn predict_recorded(
     let k = spec.n_outputs;
     let monitor = state.monitor();
     let logged = monitor.wants_predictions().then(|| rows.clone());
+    *rows_scored = Some(n);
     let scored = model.score(rows).await?;
     state.metrics().scored(labels, &scored);
     let request_id = monitor.new_request_id();

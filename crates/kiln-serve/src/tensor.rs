@@ -11,9 +11,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::ServeState;
 use crate::inference::{InferError, LoadedModel, ModelHub};
 use crate::metrics::{ModelLabels, Outcome, Protocol};
+use crate::trace;
 
 /// The one output tensor of every model.
 pub const OUTPUT: &str = "predict";
@@ -306,8 +309,11 @@ pub async fn infer(
     protocol: Protocol,
 ) -> Result<InferResponse, InferError> {
     let started = Instant::now();
+    let span = trace::inference_span(protocol);
     let mut labels = ModelLabels::default();
-    let result = infer_recorded(state, req, protocol, started, &mut labels).await;
+    let result = infer_recorded(state, req, protocol, started, &mut labels)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_error(e),
@@ -318,6 +324,8 @@ pub async fn infer(
     state
         .monitor()
         .answered(&labels.model, outcome, started.elapsed());
+    let rows = result.as_ref().ok().map(|r| r.shape[0]);
+    trace::end_inference(&span, &labels, rows, outcome);
     result
 }
 

@@ -13,6 +13,7 @@ mod progress;
 mod project;
 mod tabular;
 mod tabular_csv;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,16 +44,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,kiln=info,kiln_serve=info")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `kiln serve` sets logging up itself, with trace export when kiln.toml asks for it.
+    if !matches!(cli.command, cmd::Command::Serve(_)) {
+        telemetry::init_logs();
+    }
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("KILN__"))
+        .filter(|(k, _)| k.starts_with("KILN__") || k == telemetry::OTEL_ENDPOINT_ENV)
         .collect();
     let ctx = cmd::Ctx {
         project: cli.project,

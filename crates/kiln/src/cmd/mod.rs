@@ -25,7 +25,8 @@ pub struct Ctx {
     pub project: Option<PathBuf>,
     pub output: Format,
     pub quiet: bool,
-    /// `KILN__*` environment variables, for configuration overrides.
+    /// `KILN__*` environment variables, for configuration overrides (and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, the standard default of `tracing.otlp_endpoint`).
     pub env: Vec<(String, String)>,
 }
 

@@ -1,4 +1,5 @@
-//! `kiln serve`: the HTTP server, until SIGTERM or Ctrl-C.
+//! `kiln serve`: the HTTP server, until SIGTERM or Ctrl-C; its logging and trace export
+//! (`[tracing]`) are set up here, once kiln.toml is read, and flushed when it stops.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use anyhow::Context;
 use kiln_serve::ServeState;
 
 use super::Ctx;
+use crate::project::Project;
+use crate::telemetry::Telemetry;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -17,6 +20,14 @@ pub struct ServeArgs {
 
 pub async fn run(ctx: &Ctx, a: ServeArgs) -> anyhow::Result<()> {
     let project = ctx.project()?;
+    let telemetry = Telemetry::init(&project.config.tracing)?;
+    let result = serve(&project, a).await;
+    // However the server ended, the spans still queued go out before the process does.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = a
         .addr
         .as_deref()
@@ -40,8 +51,12 @@ pub async fn run(ctx: &Ctx, a: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, store = %store.describe(), project = %project.config.project, "serving");
+    let traces = match project.config.tracing.endpoint() {
+        Some(endpoint) => format!("; traces to {endpoint}"),
+        None => String::new(),
+    };
     eprintln!(
-        "kiln serving project {} on http://{} (online store: {})",
+        "kiln serving project {} on http://{} (online store: {}{traces})",
         project.config.project,
         listener.local_addr()?,
         store.describe()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 mod monitor;
 
+pub use crate::telemetry::TracingConfig;
 pub use monitor::MonitorConfig;
 
 pub const CONFIG_FILE: &str = "kiln.toml";
@@ -43,6 +44,8 @@ pub struct Config {
     /// Alert rules and their webhooks (docs/alerts.md).
     #[serde(default)]
     pub alerts: kiln_monitor::alerts::AlertsConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +302,9 @@ impl Config {
             anyhow::bail!("invalid configuration:\n  {}", errors.join("\n  "));
         }
         let mut config = Config::deserialize(toml::Value::Table(table))?;
+        // The standard OpenTelemetry variable, below Kiln's own settings.
+        let mut env_errors = Vec::new();
+        config.tracing.apply_env(env, &mut env_errors);
         if config.project.is_empty() {
             config.project = path
                 .parent()
@@ -306,13 +312,12 @@ impl Config {
                 .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
                 .unwrap_or_else(|| "default".into());
         }
-        config.validate(path)?;
+        config.validate(path, env_errors)?;
         Ok(config)
     }
 
-    /// Checks values that parse but cannot work, all at once.
-    pub fn validate(&self, path: &Path) -> anyhow::Result<()> {
-        let mut errors = Vec::new();
+    /// Checks values that parse but cannot work, all at once (with `errors` found earlier).
+    pub fn validate(&self, path: &Path, mut errors: Vec<String>) -> anyhow::Result<()> {
         let url = &self.registry.url;
         if !(url.starts_with("sqlite://")
             || url.starts_with("postgres://")
@@ -364,6 +369,7 @@ impl Config {
         if self.online_store.write_batch == 0 {
             errors.push("online_store.write_batch must be at least 1".to_string());
         }
+        self.tracing.validate(&mut errors);
         if self.offline_store.memory_budget_mb == 0 {
             errors.push("offline_store.memory_budget_mb must be at least 1".to_string());
         }

@@ -6,11 +6,13 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kiln");
 
-/// A command for the project in `dir`, with a clean `KILN__` environment plus `env`.
+/// A command for the project in `dir`, with a clean `KILN__` (and `OTEL_`) environment plus
+/// `env`.
 pub fn kiln_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("-p").arg(dir).arg("--quiet").args(args);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KILN")) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KILN") || k.starts_with("OTEL_"))
+    {
         c.env_remove(k);
     }
     c.env("KILN_LOG", "warn");

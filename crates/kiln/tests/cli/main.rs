@@ -1,6 +1,7 @@
 //! The `kiln` binary end to end, as a user runs it: on temporary projects, with real processes,
-//! a real HTTP server, real kill -9s, PostgreSQL when `KILN_TEST_POSTGRES_URL` is set and an
-//! S3-compatible server when `KILN_TEST_S3_ENDPOINT` is set.
+//! a real HTTP server, a real OTLP collector, real kill -9s, PostgreSQL when
+//! `KILN_TEST_POSTGRES_URL` is set and an S3-compatible server when `KILN_TEST_S3_ENDPOINT` is
+//! set.
 
 mod alerts;
 mod common;
@@ -17,3 +18,4 @@ mod pipeline;
 mod s3;
 mod serve;
 mod serving;
+mod tracing;
