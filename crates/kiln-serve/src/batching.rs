@@ -382,6 +382,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_gets_its_own_rows_back_when_batched() {
+        let _serial = crate::trace::tests::SERIAL.lock().await;
         let model = Arc::new(SumModel::new(Duration::from_millis(2)));
         let batcher = Arc::new(Batcher::start(
             model.clone(),
@@ -415,6 +416,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_is_refused_at_once() {
+        let _serial = crate::trace::tests::SERIAL.lock().await;
         let model = Arc::new(SumModel::new(Duration::from_millis(200)));
         let batcher = Arc::new(Batcher::start(
             model,
@@ -452,6 +454,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_traced_under_its_first_request_and_linked_to_the_others() {
+        let _serial = crate::trace::tests::SERIAL.blocking_lock();
         use crate::metrics::Protocol;
         use crate::trace::tests::{Collector, attr};
         use opentelemetry::Value;
@@ -536,6 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn workers_exit_when_the_batcher_is_dropped() {
+        let _serial = crate::trace::tests::SERIAL.lock().await;
         let model = Arc::new(SumModel::new(Duration::ZERO));
         let batcher = Batcher::start(
             model.clone(),
