@@ -1,8 +1,9 @@
 //! The alert engine against a real local webhook receiver (axum on 127.0.0.1:0) and a scripted
 //! signal provider: fire after `for`, one notification per transition (generic and PagerDuty
 //! bodies checked field by field), no re-notification for a flap inside the hysteresis band,
-//! resolve; retries of a failing webhook; a webhook that never answers does not hold up
-//! evaluation.
+//! resolve; retries of a failing webhook, honouring `Retry-After`; a webhook that never answers
+//! does not hold up evaluation; queued notifications are delivered at close; alert state
+//! survives a restart.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +29,10 @@ type Received = Arc<Mutex<Vec<(String, Option<String>, Value)>>>;
 #[derive(Clone, Default)]
 struct Receiver {
     received: Received,
-    /// `/flaky` answers 500 to its first request.
+    /// `/flaky` answers 500 to its first request, `/busy` 429 with `Retry-After: 1`.
     flaky_calls: Arc<Mutex<u32>>,
+    /// When each request arrived.
+    arrivals: Arc<Mutex<Vec<(String, Instant)>>>,
 }
 
 async fn hook(
@@ -37,7 +40,12 @@ async fn hook(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: String,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    r.arrivals
+        .lock()
+        .expect("lock")
+        .push((name.clone(), Instant::now()));
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -47,19 +55,23 @@ async fn hook(
         .lock()
         .expect("lock")
         .push((name.clone(), auth, body));
+    let first = || {
+        let mut calls = r.flaky_calls.lock().expect("lock");
+        *calls += 1;
+        *calls == 1
+    };
     match name.as_str() {
         "hang" => std::future::pending().await,
-        "flaky" => {
-            let mut calls = r.flaky_calls.lock().expect("lock");
-            *calls += 1;
-            if *calls == 1 {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::OK
-            }
+        "flaky" if first() => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "busy" if first() => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
         }
-        "pd" => StatusCode::ACCEPTED,
-        _ => StatusCode::OK,
+        "slow" => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            StatusCode::OK.into_response()
+        }
+        "pd" => StatusCode::ACCEPTED.into_response(),
+        _ => StatusCode::OK.into_response(),
     }
 }
 
@@ -397,4 +409,164 @@ threshold = 0.05
     );
     let stats = engine.stats();
     assert_eq!((stats.evaluations, stats.provider_errors), (0, 1));
+}
+
+#[tokio::test]
+async fn a_receivers_retry_after_is_waited_for() {
+    let (base, r) = receiver().await;
+    let plan = config(&format!(
+        r#"
+[webhooks.busy]
+kind = "generic"
+url = "{base}/busy"
+backoff = "10ms"
+max_backoff = "20ms"
+max_attempts = 3
+
+[[rules]]
+name = "errors"
+kind = "error_rate"
+threshold = 0.05
+"#
+    ))
+    .validate(&|_| None)
+    .expect("valid");
+    let (signals, provider) = scripted();
+    let engine = AlertEngine::new(plan, provider, EventBus::new()).expect("engine");
+    signals
+        .lock()
+        .expect("lock")
+        .set(error_rate(), Subject::model("fraud"), 0.5);
+    assert_eq!(engine.tick_at(T0).await.expect("tick").len(), 1);
+    let delivered = eventually(Duration::from_secs(10), || {
+        engine.stats().notifiers[0].sent == 1
+    })
+    .await;
+    assert!(delivered, "{:?}", engine.stats());
+    let at: Vec<Instant> = r
+        .arrivals
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(at.len(), 2, "the 429, then the retry");
+    // The back-off alone would have retried within 20 ms; the receiver asked for a second.
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(990),
+        "retried after {:?}",
+        at[1] - at[0]
+    );
+}
+
+#[tokio::test]
+async fn closing_delivers_what_is_queued_and_refuses_the_rest() {
+    let (base, r) = receiver().await;
+    let plan = config(&format!(
+        r#"
+[webhooks.slow]
+kind = "generic"
+url = "{base}/slow"
+
+[[rules]]
+name = "errors"
+kind = "error_rate"
+threshold = 0.05
+"#
+    ))
+    .validate(&|_| None)
+    .expect("valid");
+    let (signals, provider) = scripted();
+    let engine = AlertEngine::new(plan, provider, EventBus::new()).expect("engine");
+    for m in ["a", "b", "c"] {
+        signals
+            .lock()
+            .expect("lock")
+            .set(error_rate(), Subject::model(m), 0.5);
+    }
+    assert_eq!(engine.tick_at(T0).await.expect("tick").len(), 3);
+    // Each takes 200 ms to deliver; closing waits for all three.
+    assert_eq!(engine.close(Duration::from_secs(10)).await, 0);
+    assert_eq!(bodies(&r, "slow").len(), 3);
+    let stats = engine.stats().notifiers[0].clone();
+    assert_eq!((stats.sent, stats.queued), (3, 0), "{stats:?}");
+    // After closing, a new transition is dropped and counted, not sent.
+    for m in ["a", "b", "c"] {
+        signals
+            .lock()
+            .expect("lock")
+            .set(error_rate(), Subject::model(m), 0.0);
+    }
+    assert_eq!(engine.tick_at(T0 + SEC).await.expect("tick").len(), 3);
+    assert_eq!(engine.stats().notifiers[0].dropped, 3);
+}
+
+#[tokio::test]
+async fn alert_state_survives_a_restart() {
+    let (base, r) = receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("alerts").join("state.json");
+    let plan = || {
+        let mut c = config(&format!(
+            r#"
+[webhooks.team]
+kind = "generic"
+url = "{base}/team"
+
+[[rules]]
+name = "errors"
+kind = "error_rate"
+threshold = 0.05
+"#
+        ));
+        c.state_file = Some(state.display().to_string());
+        c.validate(&|_| None).expect("valid")
+    };
+    let (signals, provider) = scripted();
+    let set = |v: f64| {
+        signals
+            .lock()
+            .expect("lock")
+            .set(error_rate(), Subject::model("fraud"), v);
+    };
+    set(0.5);
+    let first = AlertEngine::new(plan(), provider.clone(), EventBus::new()).expect("engine");
+    assert_eq!(first.tick_at(T0).await.expect("tick").len(), 1);
+    assert_eq!(first.close(Duration::from_secs(10)).await, 0);
+    drop(first);
+    assert!(state.exists(), "the state file is written");
+
+    // Restarted: still firing, so nothing is announced again...
+    let second = AlertEngine::new(plan(), provider.clone(), EventBus::new()).expect("engine");
+    let alerts = second.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].state, AlertState::Firing);
+    assert!(
+        second
+            .tick_at(T0 + 60 * SEC)
+            .await
+            .expect("tick")
+            .is_empty()
+    );
+    // ...and when it recovers, the resolve goes out once.
+    set(0.0);
+    let t = second.tick_at(T0 + 120 * SEC).await.expect("tick");
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].change, Change::Resolved);
+    assert_eq!(
+        t[0].started_at, T0,
+        "the episode started before the restart"
+    );
+    assert_eq!(second.close(Duration::from_secs(10)).await, 0);
+    let states: Vec<Value> = bodies(&r, "team")
+        .into_iter()
+        .map(|(_, b)| b["state"].clone())
+        .collect();
+    assert_eq!(states, [json!("firing"), json!("resolved")]);
+
+    // A damaged state file is set aside and the engine starts afresh.
+    std::fs::write(&state, "{ not json").expect("write");
+    let third = AlertEngine::new(plan(), provider, EventBus::new()).expect("engine");
+    assert!(third.alerts().is_empty());
+    assert!(state.with_extension("unreadable").exists());
 }

@@ -85,12 +85,16 @@ impl Project {
             alerts: if self.config.alerts.rules.is_empty() {
                 None
             } else {
-                Some(
-                    self.config
-                        .alerts
-                        .validate(&|k| std::env::var(k).ok())
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                )
+                let mut plan = self
+                    .config
+                    .alerts
+                    .validate(&|k| std::env::var(k).ok())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                plan.state_file = match self.config.alerts.state_file.as_deref() {
+                    Some("") => None,
+                    f => Some(self.dir.join(f.unwrap_or(".kiln/alerts/state.json"))),
+                };
+                Some(plan)
             },
         })
     }

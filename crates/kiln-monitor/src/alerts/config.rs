@@ -30,6 +30,11 @@ pub struct AlertsConfig {
     /// The rules (`[[alerts.rules]]`).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Where the alerts' state is kept across restarts, so a restart neither announces a
+    /// firing alert again nor forgets to resolve it. Unset: the embedding program decides
+    /// (`kiln serve`: `.kiln/alerts/state.json` in the project); `""`: not kept.
+    #[serde(default)]
+    pub state_file: Option<String>,
 }
 
 fn default_interval() -> Dur {
@@ -47,6 +52,7 @@ impl Default for AlertsConfig {
             source: default_source(),
             webhooks: BTreeMap::new(),
             rules: Vec::new(),
+            state_file: None,
         }
     }
 }

@@ -1,8 +1,14 @@
 //! The alert engine: every `interval` it asks the [`SignalProvider`] for measurements (on a
 //! blocking thread), runs the [`Evaluator`], publishes each fire/resolve on the [`EventBus`]
 //! and queues notifications. Nothing here waits on a webhook.
+//!
+//! With a state file, the alerts' state is written (atomically: temporary file, fsync, rename)
+//! after each evaluation that changed it, and read back at start, so a restart neither
+//! announces a firing alert a second time nor loses the resolve of one that recovered while
+//! the server was down.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +17,7 @@ use kiln_core::time::{Micros, now_micros};
 use serde::Serialize;
 
 use super::error::AlertError;
-use super::evaluator::{AlertStatus, Change, Evaluator, Transition};
+use super::evaluator::{AlertStatus, Change, Evaluator, SavedAlert, Transition};
 use super::notify::{NotifierStats, Notifiers};
 use super::rule::AlertPlan;
 use super::signals::{SignalProvider, SignalQuery};
@@ -43,6 +49,9 @@ pub struct AlertEngine {
     evaluations: AtomicU64,
     provider_errors: AtomicU64,
     transitions: AtomicU64,
+    state_file: Option<PathBuf>,
+    /// What the state file holds now (to write it only when it changes).
+    saved: tokio::sync::Mutex<String>,
 }
 
 impl std::fmt::Debug for AlertEngine {
@@ -64,7 +73,24 @@ impl AlertEngine {
         bus: EventBus,
     ) -> Result<Arc<AlertEngine>, AlertError> {
         let notifiers = Notifiers::start(&plan.webhooks, &plan.source)?;
-        let evaluator = Evaluator::new(plan.rules);
+        let mut evaluator = Evaluator::new(plan.rules);
+        let mut saved = String::new();
+        if let Some(path) = &plan.state_file {
+            match load_state(path) {
+                Ok(Some((text, alerts))) => {
+                    let n = evaluator.restore(alerts);
+                    tracing::info!(file = %path.display(), alerts = n, "alert state restored");
+                    saved = text;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Kept aside for a person to look at; the engine starts afresh.
+                    let aside = path.with_extension("unreadable");
+                    let _ = std::fs::rename(path, &aside);
+                    tracing::warn!(file = %path.display(), moved_to = %aside.display(), "alert state not restored: {e}");
+                }
+            }
+        }
         Ok(Arc::new(AlertEngine {
             interval: plan.interval,
             queries: evaluator.queries(),
@@ -75,6 +101,8 @@ impl AlertEngine {
             evaluations: AtomicU64::new(0),
             provider_errors: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
+            state_file: plan.state_file,
+            saved: tokio::sync::Mutex::new(saved),
         }))
     }
 
@@ -137,7 +165,43 @@ impl AlertEngine {
             }
             self.notifiers.enqueue(t);
         }
+        self.save().await;
         Ok(transitions)
+    }
+
+    /// Writes the state file when the state changed since it was last written.
+    async fn save(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let alerts = self
+            .evaluator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saved();
+        let text = match serde_json::to_string_pretty(&alerts) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("alert state not saved: {e}");
+                return;
+            }
+        };
+        let mut saved = self.saved.lock().await;
+        if *saved == text {
+            return;
+        }
+        let (path, body) = (path.clone(), text.clone());
+        match tokio::task::spawn_blocking(move || write_atomic(&path, body.as_bytes())).await {
+            Ok(Ok(())) => *saved = text,
+            Ok(Err(e)) => tracing::warn!("alert state not saved: {e}"),
+            Err(e) => tracing::warn!("alert state not saved: {e}"),
+        }
+    }
+
+    /// Stops taking notifications and waits up to `grace` for the queued ones to be delivered
+    /// (each within its retry limits); returns how many were still queued when it gave up.
+    pub async fn close(&self, grace: Duration) -> usize {
+        self.notifiers.close(grace).await
     }
 
     /// Every pending, firing and last-resolved alert, for `GET /v1/alerts` and
@@ -167,6 +231,31 @@ impl AlertEngine {
     pub fn interval(&self) -> Duration {
         self.interval
     }
+}
+
+/// Reads a state file: `None` when there is none.
+fn load_state(path: &Path) -> Result<Option<(String, Vec<SavedAlert>)>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let alerts =
+        serde_json::from_str(&text).map_err(|e| format!("not an alert state file: {e}"))?;
+    Ok(Some((text, alerts)))
+}
+
+/// Writes `bytes` beside `path`, syncs, and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The bus's view of a transition.

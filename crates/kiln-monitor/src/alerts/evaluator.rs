@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kiln_core::time::{Micros, format_timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{NoData, RuleKind};
 use super::rule::{Rule, Zone};
@@ -131,7 +131,8 @@ pub fn labels(rule: &Rule, subject: &Subject) -> BTreeMap<String, String> {
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
 enum Phase {
     Inactive,
     Pending {
@@ -144,13 +145,24 @@ enum Phase {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Track {
     phase: Phase,
     value: Option<f64>,
     evaluated_at: Micros,
     /// The last episode: (started, resolved).
     resolved: Option<(Micros, Micros)>,
+}
+
+/// One remembered (rule, subject), as the alert state file keeps it across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SavedAlert {
+    rule: String,
+    kind: RuleKind,
+    /// The subject's labels (`[["model", "ranker"]]`).
+    subject: Vec<(String, String)>,
+    #[serde(flatten)]
+    track: Track,
 }
 
 /// The rules and the state of each (rule, subject).
@@ -220,6 +232,50 @@ impl Evaluator {
             tracks.retain(|_, t| t.phase != Phase::Inactive || t.resolved.is_some());
         }
         out
+    }
+
+    /// The state worth keeping across a restart: every pending, firing and last-resolved alert.
+    pub(crate) fn saved(&self) -> Vec<SavedAlert> {
+        let mut out = Vec::new();
+        for (rule, tracks) in self.rules.iter().zip(&self.tracks) {
+            for (subject, track) in tracks {
+                out.push(SavedAlert {
+                    rule: rule.name.clone(),
+                    kind: rule.kind,
+                    subject: subject
+                        .labels()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    track: track.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Takes back saved state: a firing alert goes on firing (it is not announced again) and
+    /// resolves, notifying, when its value recovers. State of rules that are gone, or whose
+    /// kind changed, is forgotten. Returns the alerts taken back.
+    pub(crate) fn restore(&mut self, saved: Vec<SavedAlert>) -> usize {
+        let mut restored = 0;
+        for s in saved {
+            let Some(i) = self
+                .rules
+                .iter()
+                .position(|r| r.name == s.rule && r.kind == s.kind)
+            else {
+                continue;
+            };
+            let Some(subject) = Subject::from_labels(&s.subject) else {
+                continue;
+            };
+            if self.rules[i].selects(&subject) {
+                self.tracks[i].insert(subject, s.track);
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// Every pending, firing or (last) resolved alert.

@@ -5,16 +5,20 @@
 //!
 //! Each attempt has a timeout; connection errors, timeouts, 408, 429 and 5xx are retried with
 //! exponential back-off and jitter (each delay between half and all of `backoff * 2^n`, capped
-//! at `max_backoff`), up to `max_attempts`; other answers are final. Counts of sent, failed,
-//! dropped and retried notifications are kept per webhook for `/metrics`.
+//! at `max_backoff`), up to `max_attempts`; other answers are final. A 429 or 503 with
+//! `Retry-After` (seconds or an HTTP date) waits at least that long (at most
+//! [`MAX_RETRY_AFTER`]) before the next attempt. Counts of sent, failed, dropped and retried
+//! notifications are kept per webhook for `/metrics`. [`Notifiers::close`] lets the queues
+//! drain at shutdown.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::config::WebhookKind;
 use super::error::AlertError;
@@ -45,6 +49,7 @@ struct Counters {
     failed: AtomicU64,
     dropped: AtomicU64,
     retried: AtomicU64,
+    queued: AtomicU64,
 }
 
 /// A body ready to send, and what it is about (for logs).
@@ -53,17 +58,22 @@ struct Outgoing {
     what: String,
 }
 
+/// A receiver's `Retry-After` is honoured up to this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 struct Target {
     webhook: Arc<Webhook>,
-    tx: mpsc::Sender<Outgoing>,
+    /// `None` once closed.
+    tx: Mutex<Option<mpsc::Sender<Outgoing>>>,
     counters: Arc<Counters>,
 }
 
-/// The webhooks' queues and counters. Dropping it closes the queues; each sender task finishes
-/// what is queued (within its retry limits) and ends.
+/// The webhooks' queues and counters. Dropping it (or [`Notifiers::close`]) closes the queues;
+/// each sender task finishes what is queued (within its retry limits) and ends.
 pub struct Notifiers {
     source: String,
     targets: Vec<Target>,
+    senders: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Notifiers {
@@ -97,28 +107,55 @@ impl Notifiers {
             Some(client()?)
         };
         let mut targets = Vec::new();
+        let mut senders = Vec::new();
         for w in webhooks {
-            let (tx, rx) = mpsc::channel(w.queue_capacity.max(1));
+            let capacity = w.queue_capacity.max(1);
+            let (tx, rx) = mpsc::channel(capacity);
             let counters = Arc::new(Counters::default());
             let webhook = Arc::new(w.clone());
             if let Some(client) = &client {
-                tokio::spawn(send_loop(
+                senders.push(tokio::spawn(send_loop(
                     client.clone(),
                     webhook.clone(),
                     rx,
                     counters.clone(),
-                ));
+                )));
             }
             targets.push(Target {
                 webhook,
-                tx,
+                tx: Mutex::new(Some(tx)),
                 counters,
             });
         }
         Ok(Notifiers {
             source: source.to_string(),
             targets,
+            senders: Mutex::new(senders),
         })
+    }
+
+    /// Closes the queues (later notifications are dropped and counted) and waits up to
+    /// `grace` for what is queued to be delivered. Returns the notifications still queued
+    /// when it gave up (0: all delivered or given up on).
+    pub async fn close(&self, grace: Duration) -> usize {
+        for t in &self.targets {
+            t.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = async {
+            for s in senders {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_ok() {
+            return 0;
+        }
+        let left: usize = self.stats().iter().map(|s| s.queued).sum();
+        tracing::warn!(
+            left,
+            "alert notifications still queued at shutdown were not sent"
+        );
+        left
     }
 
     /// Queues `t` for each webhook its rule notifies, without waiting; a full queue drops it
@@ -139,14 +176,24 @@ impl Notifiers {
                 body: body.to_string().into_bytes(),
                 what: format!("{} {} {}", t.rule.name, t.subject, t.change.as_str()),
             };
-            if let Err(e) = target.tx.try_send(msg) {
+            target.counters.queued.fetch_add(1, Ordering::Relaxed);
+            let sent = match &*target.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(tx) => tx.try_send(msg),
+                None => Err(mpsc::error::TrySendError::Closed(msg)),
+            };
+            if let Err(e) = sent {
+                target.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 target.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 let what = match &e {
                     mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
                         m.what.clone()
                     }
                 };
-                tracing::warn!(webhook = %w.name, alert = %what, "alert notification dropped: the webhook's queue is full");
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "the webhook's queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the server is shutting down",
+                };
+                tracing::warn!(webhook = %w.name, alert = %what, "alert notification dropped: {why}");
             }
         }
     }
@@ -162,7 +209,7 @@ impl Notifiers {
                 failed: t.counters.failed.load(Ordering::Relaxed),
                 dropped: t.counters.dropped.load(Ordering::Relaxed),
                 retried: t.counters.retried.load(Ordering::Relaxed),
-                queued: t.tx.max_capacity() - t.tx.capacity(),
+                queued: t.counters.queued.load(Ordering::Relaxed) as usize,
             })
             .collect()
     }
@@ -175,7 +222,9 @@ async fn send_loop(
     counters: Arc<Counters>,
 ) {
     while let Some(msg) = rx.recv().await {
-        match deliver(&client, &w, &msg, &counters).await {
+        let result = deliver(&client, &w, &msg, &counters).await;
+        counters.queued.fetch_sub(1, Ordering::Relaxed);
+        match result {
             Ok(()) => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(webhook = %w.name, alert = %msg.what, "alert notification sent");
@@ -202,10 +251,13 @@ async fn deliver(
     counters: &Counters,
 ) -> Result<(), String> {
     let mut last = String::new();
+    // What the receiver asked for with `Retry-After`, if anything.
+    let mut asked: Option<Duration> = None;
     for attempt in 1..=w.max_attempts.max(1) {
         if attempt > 1 {
             counters.retried.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff(w, attempt - 1)).await;
+            let delay = backoff(w, attempt - 1).max(asked.take().unwrap_or_default());
+            tokio::time::sleep(delay).await;
         }
         let mut req = client
             .post(w.url.expose())
@@ -219,6 +271,15 @@ async fn deliver(
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
                 let status = resp.status();
+                if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                {
+                    asked = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+                }
                 let text = resp.text().await.unwrap_or_default();
                 let text: String = text.chars().take(200).collect();
                 last = format!("HTTP {status} after {attempt} attempt(s): {text}");
@@ -240,6 +301,20 @@ async fn deliver(
         }
     }
     Err(last)
+}
+
+/// A `Retry-After` value (delay-seconds or an HTTP date) as a wait from `now`, at most
+/// [`MAX_RETRY_AFTER`]; `None` when it cannot be read.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The delay before retry `n` (1-based): `backoff * 2^(n-1)` capped at `max_backoff`, then
@@ -305,6 +380,23 @@ mod tests {
         }
         let spread: std::collections::BTreeSet<_> = (0..50).map(|_| backoff(&w, 3)).collect();
         assert!(spread.len() > 1, "jitter varies the delay");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_is_capped() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        // 21 Oct 2015 07:28:00 GMT is `now`; one minute later:
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]

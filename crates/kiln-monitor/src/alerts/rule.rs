@@ -18,6 +18,8 @@ pub struct AlertPlan {
     pub source: String,
     pub webhooks: Vec<Webhook>,
     pub rules: Vec<Arc<Rule>>,
+    /// Where the state is kept across restarts; `None`: it is not.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A notification target.

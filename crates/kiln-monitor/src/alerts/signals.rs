@@ -83,6 +83,17 @@ impl Subject {
         Subject::View { view: view.into() }
     }
 
+    /// The subject of these label pairs (as [`Subject::labels`] gives them).
+    pub fn from_labels(labels: &[(String, String)]) -> Option<Subject> {
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match (get("model"), get("feature"), get("view")) {
+            (Some(model), Some(feature), None) => Some(Subject::Feature { model, feature }),
+            (Some(model), None, None) => Some(Subject::Model { model }),
+            (None, None, Some(view)) => Some(Subject::View { view }),
+            _ => None,
+        }
+    }
+
     /// As label pairs, e.g. `[("model", "ranker"), ("feature", "amount")]`.
     pub fn labels(&self) -> Vec<(&'static str, &str)> {
         match self {

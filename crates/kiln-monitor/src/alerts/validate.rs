@@ -66,6 +66,11 @@ impl AlertsConfig {
             source: self.source.clone(),
             webhooks,
             rules,
+            state_file: self
+                .state_file
+                .as_ref()
+                .filter(|f| !f.is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 }
