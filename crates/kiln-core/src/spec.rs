@@ -205,6 +205,24 @@ pub struct ModelVersion {
     #[serde(default)]
     pub on_missing: MissingPolicy,
     pub created_at: Micros,
+    /// The data live drift compares this version's traffic with (its training set, as
+    /// recorded at registration), if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<DriftReference>,
+}
+
+/// A model version's drift reference: a Parquet artifact with the model's input columns (by
+/// their logged names) and the version's outputs on those rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReference {
+    /// The artifact's key in the artifact store.
+    pub artifact: String,
+    /// Hex SHA-256 of the artifact, checked when it is loaded.
+    pub sha256: String,
+    pub rows: u64,
+    /// The file it was read from, for people.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// What to do with an input feature that the online store does not have (not found or

@@ -59,4 +59,6 @@ pub enum MonitorError {
     NoColumns(String),
     #[error("invalid drift option: {0}")]
     InvalidOption(String),
+    #[error("drift reference: {0}")]
+    Reference(String),
 }

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod error;
 pub mod events;
 pub mod feedback;
+pub mod live;
 pub mod performance;
 pub mod predlog;
 pub mod window;

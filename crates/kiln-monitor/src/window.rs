@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::bus::EventBus;
+use crate::drift::{ColumnData, Dataset};
 use crate::events::{Event, PredictionEvent};
 
 /// The last rows of one model version, by column (inputs in model order, then outputs).
@@ -19,7 +20,13 @@ pub struct Window {
 
 impl Window {
     fn new(event: &PredictionEvent) -> Window {
-        let mut columns: Vec<String> = event.inputs.iter().cloned().collect();
+        // Named as the prediction log names them, so a window, a logged file and a reference
+        // line up by name.
+        let mut columns: Vec<String> = event
+            .inputs
+            .iter()
+            .map(|i| crate::predlog::writer::feature_column(i))
+            .collect();
         for i in 0..event.n_outputs.max(1) {
             columns.push(crate::predlog::writer::output_column(
                 i,
@@ -31,6 +38,29 @@ impl Window {
             columns,
             seen: 0,
         }
+    }
+
+    /// A window of these columns and values (one per column, all the same length).
+    pub fn from_columns(columns: Vec<String>, values: Vec<Vec<f64>>) -> Window {
+        let seen = values.first().map_or(0, Vec::len) as u64;
+        Window {
+            columns,
+            values: values.into_iter().map(VecDeque::from).collect(),
+            seen,
+        }
+    }
+
+    /// The window as drift's input: a column of doubles per column.
+    pub fn to_dataset(&self) -> Dataset {
+        let mut d = Dataset::new();
+        for (name, values) in self.columns.iter().zip(&self.values) {
+            // Names are unique: inputs are, and outputs are named apart from them.
+            let _ = d.push(
+                name.clone(),
+                ColumnData::Float(values.iter().copied().collect()),
+            );
+        }
+        d
     }
 
     pub fn rows(&self) -> usize {

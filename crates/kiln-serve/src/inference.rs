@@ -82,6 +82,11 @@ pub struct IndexEntry {
 }
 
 impl ModelHub {
+    /// Where model files (and drift references) are read from.
+    pub fn artifacts(&self) -> Option<&ArtifactStore> {
+        self.artifacts.as_ref()
+    }
+
     pub fn new(
         artifacts: Option<ArtifactStore>,
         batching: BatchConfig,

@@ -10,7 +10,9 @@
 //! queue vs compute time, batch sizes, saturation, feature look-ups by status, monitoring and
 //! process metrics. Every scored request is published on the server's event bus ([`monitor`]),
 //! where the prediction log and the label-feedback index pick it up; `POST /v1/feedback` joins
-//! labels to predictions and `GET /v1/models/{name}/performance` reports what they add up to.
+//! labels to predictions and `GET /v1/models/{name}/performance` reports what they add up to;
+//! live drift compares each version's recent traffic with its reference on a schedule
+//! (`GET /v1/models/{name}/drift`).
 //! Every request is traced ([`trace`]): spans for the request, inference, feature fetch, queue
 //! and batch, exported over OTLP when the binary installs an exporter, free when it does not.
 //!
@@ -21,6 +23,7 @@
 
 mod alerts;
 pub mod batching;
+mod drift;
 pub mod error;
 mod feast;
 mod feedback;
@@ -89,6 +92,9 @@ pub fn router(state: ServeState) -> Router {
         // Labels for logged predictions, and the performance they add up to.
         .route("/v1/feedback", post(feedback::post_feedback))
         .route("/v1/models/{name}/performance", get(feedback::performance))
+        // Live drift per model version.
+        .route("/v1/models/{name}/drift", get(drift::get))
+        .route("/v1/models/{name}/drift/pin", post(drift::pin))
         .route("/v1/alerts", get(alerts::list))
         .layer(DefaultBodyLimit::max(state.max_request_bytes()))
         .with_state(state.clone())
@@ -123,8 +129,12 @@ async fn ready(
     }
 }
 
+/// How long shutdown waits for queued alert notifications.
+const ALERT_DRAIN: Duration = Duration::from_secs(5);
+
 /// Serves until `shutdown` completes, then drains in-flight requests and flushes the prediction
-/// log, so every answered prediction is on disk. Registry changes are picked up every `refresh`.
+/// log, so every answered prediction is on disk, and delivers queued alert notifications.
+/// Registry changes are picked up every `refresh`.
 pub async fn serve(
     listener: TcpListener,
     state: ServeState,
@@ -132,10 +142,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresher = state.spawn_refresher(refresh);
+    let drift = monitor::drift::LiveDriftMonitor::spawn(state.clone());
     let result = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
+    if let Some(d) = drift {
+        d.abort();
+    }
     if let Some(stats) = state.monitor().close().await {
         tracing::info!(
             rows = stats.prediction_rows,
@@ -143,6 +157,10 @@ pub async fn serve(
             dropped = stats.dropped,
             "prediction log flushed"
         );
+    }
+    // Alert notifications already queued (a resolve, say) are delivered before exiting.
+    if let Some(engine) = state.alerts() {
+        engine.close(ALERT_DRAIN).await;
     }
     result
 }

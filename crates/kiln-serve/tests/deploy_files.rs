@@ -223,7 +223,7 @@ fn check(expr: &str) -> Vec<String> {
     for r in &refs {
         let Some(def) = r.def else {
             problems.push(format!(
-                "{} is not a metric kiln serve exports (crates/kiln-serve/src/metrics.rs)",
+                "{} is not a metric kiln serve exports (crates/kiln-serve/src/metrics/defs.rs)",
                 r.name
             ));
             continue;

@@ -105,6 +105,15 @@ impl DriftOptions {
     }
 }
 
+/// The type Evidently's rules give a column of this data (`None`: it would not be typed). Live
+/// drift types the server's doubles by their reference's storage with it.
+pub fn reference_type(data: &ColumnData) -> Option<ColumnType> {
+    match rules::infer(data) {
+        rules::Typing::Type(t) => Some(t),
+        rules::Typing::Text | rules::Typing::Untyped(_) => None,
+    }
+}
+
 /// Compares `current` with a prepared reference.
 pub fn drift(
     reference: &PreparedReference,

@@ -34,6 +34,27 @@ impl ServeMetrics {
             self.counter(&LOG_SAMPLED_OUT, &[])
                 .absolute(load(&c.sampled_out));
         }
+        if let Some(drift) = monitor.drift() {
+            for d in drift.evaluated() {
+                let (model, version) = (d.model.as_str(), d.version.to_string());
+                let r = &d.report;
+                self.gauge(&DRIFT_SHARE, &[model, &version])
+                    .set(r.share_of_drifted_columns);
+                self.gauge(&DRIFT_DETECTED, &[model, &version])
+                    .set(f64::from(u8::from(r.dataset_drift)));
+                self.gauge(&DRIFT_EVALUATED, &[model, &version])
+                    .set(d.evaluated_at_micros as f64 / 1e6);
+                for c in &r.columns {
+                    self.gauge(
+                        &DRIFT_FEATURE_SCORE,
+                        &[model, &version, &c.name, c.method.name()],
+                    )
+                    .set(c.score);
+                    self.gauge(&DRIFT_FEATURE_DRIFTED, &[model, &version, &c.name])
+                        .set(f64::from(u8::from(c.drifted)));
+                }
+            }
+        }
         let now = now_micros();
         if let Some(feedback) = monitor.feedback() {
             let c = &feedback.counters;

@@ -102,7 +102,6 @@ pub const HTTP_DURATION: MetricDef = MetricDef {
     buckets: LATENCY_BUCKETS,
 };
 
-/// Every metric `kiln serve` exports.
 /// Events a bus subscriber received, by subscriber.
 pub const EVENTS_DELIVERED: MetricDef = MetricDef {
     name: "kiln_events_delivered_total",
@@ -181,6 +180,41 @@ pub const MODEL_PERFORMANCE: MetricDef = MetricDef {
     help: "Model performance over the labels of the performance window (metric: accuracy, precision, recall, f1, auc, log_loss, brier, calibration_error, predicted_positive_rate, label_positive_rate, mae, rmse).",
     buckets: &[],
 };
+pub const DRIFT_SHARE: MetricDef = MetricDef {
+    name: "kiln_drift_share",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "Share of a model version's compared columns (inputs and outputs) that drifted in its latest live drift evaluation, 0 to 1.",
+    buckets: &[],
+};
+pub const DRIFT_DETECTED: MetricDef = MetricDef {
+    name: "kiln_drift_detected",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "1 when the latest live drift evaluation found dataset drift (the drifted share reached the drift share threshold), else 0.",
+    buckets: &[],
+};
+pub const DRIFT_FEATURE_SCORE: MetricDef = MetricDef {
+    name: "kiln_drift_feature_score",
+    kind: Kind::Gauge,
+    labels: &["model", "version", "feature", "method"],
+    help: "A column's score in the latest live drift evaluation: a p-value (ks, chisquare, z; drift below the threshold) or a distance (wasserstein, jensenshannon, psi; drift at or above it).",
+    buckets: &[],
+};
+pub const DRIFT_FEATURE_DRIFTED: MetricDef = MetricDef {
+    name: "kiln_drift_feature_drifted",
+    kind: Kind::Gauge,
+    labels: &["model", "version", "feature"],
+    help: "1 when the column drifted in the latest live drift evaluation, else 0.",
+    buckets: &[],
+};
+pub const DRIFT_EVALUATED: MetricDef = MetricDef {
+    name: "kiln_drift_last_evaluation_timestamp_seconds",
+    kind: Kind::Gauge,
+    labels: &["model", "version"],
+    help: "When a model version's live drift was last evaluated, in seconds since the Unix epoch.",
+    buckets: &[],
+};
 pub const MATERIALIZATION_LAG: MetricDef = MetricDef {
     name: "kiln_materialization_lag_seconds",
     kind: Kind::Gauge,
@@ -238,7 +272,8 @@ pub const PROCESS_START: MetricDef = MetricDef {
     buckets: &[],
 };
 
-pub const ALL: [&MetricDef; 29] = [
+/// Every metric `kiln serve` exports.
+pub const ALL: [&MetricDef; 34] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -260,6 +295,11 @@ pub const ALL: [&MetricDef; 29] = [
     &FEEDBACK_LABELS,
     &MODEL_LABELLED,
     &MODEL_PERFORMANCE,
+    &DRIFT_SHARE,
+    &DRIFT_DETECTED,
+    &DRIFT_FEATURE_SCORE,
+    &DRIFT_FEATURE_DRIFTED,
+    &DRIFT_EVALUATED,
     &MATERIALIZATION_LAG,
     &ALERTS_FIRING,
     &ALERT_NOTIFICATIONS,

@@ -16,8 +16,10 @@ use kiln_monitor::predlog::{LogConfig, LogCounters, LogStats, PredictionLog};
 use crate::inference::LoadedModel;
 use crate::metrics::{Outcome, Protocol};
 
+pub mod drift;
 pub mod signals;
 
+use drift::{DriftConfig, LiveDriftMonitor};
 use signals::RequestHistory;
 
 /// What the server observes about itself.
@@ -31,6 +33,8 @@ pub struct MonitorOptions {
     pub performance_window: Duration,
     /// Keep a short history of request latencies and outcomes (for alert rules).
     pub track_requests: bool,
+    /// Live drift per served model version; `None`: off.
+    pub drift: Option<DriftConfig>,
 }
 
 impl Default for MonitorOptions {
@@ -40,6 +44,7 @@ impl Default for MonitorOptions {
             feedback: Some(FeedbackConfig::default()),
             performance_window: Duration::from_secs(3600),
             track_requests: false,
+            drift: Some(DriftConfig::default()),
         }
     }
 }
@@ -55,6 +60,7 @@ pub struct Monitoring {
     id_prefix: String,
     next_id: AtomicU64,
     requests: Option<RequestHistory>,
+    drift: Option<LiveDriftMonitor>,
 }
 
 impl Monitoring {
@@ -65,9 +71,13 @@ impl Monitoring {
             .prediction_log
             .map(|config| PredictionLog::start(&bus, config));
         let feedback = options.feedback.map(|config| Feedback::start(&bus, config));
+        let drift = options
+            .drift
+            .map(|config| LiveDriftMonitor::start(&bus, config));
         Monitoring {
             log_counters: log.as_ref().map(PredictionLog::counters),
-            wants_predictions: log.is_some() || feedback.is_some(),
+            wants_predictions: log.is_some() || feedback.is_some() || drift.is_some(),
+            drift,
             log: Mutex::new(log),
             feedback,
             bus,
@@ -85,6 +95,11 @@ impl Monitoring {
 
     pub fn feedback(&self) -> Option<&Arc<Feedback>> {
         self.feedback.as_ref()
+    }
+
+    /// Live drift, when on.
+    pub fn drift(&self) -> Option<&LiveDriftMonitor> {
+        self.drift.as_ref()
     }
 
     pub fn log_counters(&self) -> Option<&Arc<LogCounters>> {

@@ -1,7 +1,7 @@
 //! What the alert rules watch, measured from the live server: a short history of every
 //! request's latency and outcome per model (p99 latency, error rate), performance from labels
-//! (and the baseline recorded at registration), and each view's materialization lag. Drift
-//! signals come once live drift runs; until then drift rules see "no data".
+//! (and the baseline recorded at registration), each view's materialization lag, and the
+//! latest live drift evaluation of each model's default version.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, Weak};
@@ -147,8 +147,36 @@ impl SignalProvider for LiveSignals {
                         );
                     }
                 }
-                // Live drift is not evaluated yet: no data, never a made-up zero.
-                SignalKind::DriftShare | SignalKind::FeatureDrift => {}
+                // The latest live evaluation of the version that answers by default; none yet
+                // is no data, never a made-up zero.
+                SignalKind::DriftShare | SignalKind::FeatureDrift => {
+                    let Some(drift) = monitor.drift() else {
+                        continue;
+                    };
+                    for d in drift.evaluated() {
+                        let default = ModelHub::pick(&snapshot.models, &d.model, None)
+                            .is_ok_and(|spec| spec.version == d.version);
+                        if !default {
+                            continue;
+                        }
+                        let rows = d.window_rows as u64;
+                        if q.kind == SignalKind::DriftShare {
+                            out.set(
+                                q.clone(),
+                                Subject::model(d.model.clone()),
+                                Measurement::with_samples(d.report.share_of_drifted_columns, rows),
+                            );
+                        } else {
+                            for c in &d.report.columns {
+                                out.set(
+                                    q.clone(),
+                                    Subject::feature(d.model.clone(), c.name.clone()),
+                                    Measurement::with_samples(c.score, rows),
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(out)

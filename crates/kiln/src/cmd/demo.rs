@@ -115,6 +115,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
             metrics: vec!["auc=0.93".into()],
             description: "driver ranking".into(),
             on_missing: "missing".into(),
+            reference: None,
         }),
     )
     .await?;

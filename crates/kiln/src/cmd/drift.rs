@@ -1,6 +1,7 @@
 //! `kiln drift`: has the data moved? Compares a current file with a reference file column by
 //! column, with Evidently's `DataDriftPreset` rules (`kiln_monitor::drift`), and prints a table,
-//! JSON, or writes a self-contained HTML page.
+//! JSON, or writes a self-contained HTML page. `kiln drift --model NAME` shows a served model's
+//! live drift instead ([`super::drift_live`]).
 //!
 //! Exit status: 0 when the report was made (drift or not); 1 on an error (a file that cannot be
 //! read, a column missing or of different kinds in the two files, ...); with `--fail-on-drift`,
@@ -23,11 +24,21 @@ use crate::tabular::{self, Table};
 #[derive(clap::Args)]
 pub struct DriftArgs {
     /// The reference data (the training set): Parquet, or CSV by its .csv extension.
-    #[arg(long)]
-    pub reference: PathBuf,
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub reference: Option<PathBuf>,
     /// The data to compare with it (same columns; Parquet or CSV).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub current: Option<PathBuf>,
+    /// Show a served model's live drift instead: its recent traffic against its reference,
+    /// as the running server last evaluated it.
     #[arg(long)]
-    pub current: PathBuf,
+    pub model: Option<String>,
+    /// With --model: the version (default: the one that answers by default).
+    #[arg(long, requires = "model")]
+    pub version: Option<u32>,
+    /// With --model: the server's URL (default: the project's serve.addr).
+    #[arg(long, requires = "model")]
+    pub server: Option<String>,
     /// Compare only these columns (comma-separated; default: every column of the current file
     /// that can be compared).
     #[arg(long, value_delimiter = ',')]
@@ -66,6 +77,9 @@ struct Output<'a> {
 }
 
 pub async fn run(ctx: &Ctx, a: DriftArgs) -> anyhow::Result<()> {
+    if let Some(model) = &a.model {
+        return super::drift_live::run(ctx, model, &a).await;
+    }
     let quiet = ctx.quiet;
     let format = ctx.output;
     tokio::task::spawn_blocking(move || run_blocking(quiet, format, a))
@@ -75,7 +89,10 @@ pub async fn run(ctx: &Ctx, a: DriftArgs) -> anyhow::Result<()> {
 
 fn run_blocking(quiet: bool, format: Format, a: DriftArgs) -> anyhow::Result<()> {
     let options = options(&a)?;
-    let (reference, current) = read_both(&a.reference, &a.current, a.columns.as_deref(), quiet)?;
+    let (Some(ref_path), Some(cur_path)) = (&a.reference, &a.current) else {
+        anyhow::bail!("give --reference and --current (or --model)");
+    };
+    let (reference, current) = read_both(ref_path, cur_path, a.columns.as_deref(), quiet)?;
     let mut options = options;
     for c in &current.categorical {
         options
@@ -88,14 +105,14 @@ fn run_blocking(quiet: bool, format: Format, a: DriftArgs) -> anyhow::Result<()>
         drift_datasets(&reference.dataset, &current.dataset, &options).with_context(|| {
             format!(
                 "cannot compare {} with {}",
-                a.current.display(),
-                a.reference.display()
+                cur_path.display(),
+                ref_path.display()
             )
         })?;
     spinner.finish_and_clear();
     let (rname, cname) = (
-        a.reference.display().to_string(),
-        a.current.display().to_string(),
+        ref_path.display().to_string(),
+        cur_path.display().to_string(),
     );
     let text = match format {
         Format::Json => {
@@ -204,29 +221,44 @@ fn render_table(r: &DriftReport, reference: &str, current: &str) -> String {
         .columns
         .iter()
         .map(|c| {
-            vec![
-                c.name.clone(),
-                c.column_type.to_string(),
-                c.method_name.to_string(),
-                format_score(c.score),
-                c.threshold.to_string(),
-                if c.drifted {
-                    "DRIFT".into()
-                } else {
-                    "no".into()
-                },
-            ]
+            column_row(
+                &c.name,
+                &c.column_type.to_string(),
+                c.method_name,
+                c.score,
+                c.threshold,
+                c.drifted,
+            )
         })
         .collect();
-    s.push_str(&table(
-        &["column", "type", "method", "score", "threshold", "drift"],
-        rows,
-    ));
+    s.push_str(&table(&TABLE_HEADER, rows));
     s.push('\n');
     for k in &r.skipped {
         s.push_str(&format!("not compared: {}: {}\n", k.name, k.reason));
     }
     s
+}
+
+pub(super) const TABLE_HEADER: [&str; 6] =
+    ["column", "type", "method", "score", "threshold", "drift"];
+
+/// One column's line of the table.
+pub(super) fn column_row(
+    name: &str,
+    column_type: &str,
+    method: &str,
+    score: f64,
+    threshold: f64,
+    drifted: bool,
+) -> Vec<String> {
+    vec![
+        name.to_string(),
+        column_type.to_string(),
+        method.to_string(),
+        format_score(score),
+        threshold.to_string(),
+        if drifted { "DRIFT" } else { "no" }.to_string(),
+    ]
 }
 
 fn format_score(x: f64) -> String {
@@ -238,7 +270,7 @@ fn format_score(x: f64) -> String {
 }
 
 /// Writes `text` to a temporary file next to `path`, then renames it over `path`.
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("kiln-tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))

@@ -5,6 +5,7 @@ mod bench;
 mod dataset;
 mod demo;
 mod drift;
+mod drift_live;
 mod features;
 mod init;
 mod inspect;
@@ -85,7 +86,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
-    /// Data drift between a reference file and a current one (Evidently's rules), as a table,
+    /// Data drift between a reference file and a current one (Evidently's rules), or a served
+    /// model's live drift (--model), as a table,
     /// JSON (-o json) or an HTML page (-o html). Exit status 0 when the report is made, 1 on
     /// an error, 2 on dataset drift with --fail-on-drift.
     Drift(drift::DriftArgs),

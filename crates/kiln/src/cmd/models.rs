@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use indicatif::ProgressBar;
 use kiln_core::ValueType;
 use kiln_core::spec::{ModelVersion, Stage};
 use kiln_core::time::{format_timestamp, now_micros};
@@ -70,6 +71,10 @@ pub struct RegisterArgs {
     /// direction), reject, or default:VALUE.
     #[arg(long, default_value = "missing")]
     pub on_missing: String,
+    /// The training data (Parquet or CSV with the model's input columns by name): live drift
+    /// compares the version's traffic with it, and with the model's outputs on it.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
 }
 
 pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
@@ -105,6 +110,12 @@ pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
                 version.artifact,
                 project.artifacts()?.location()
             );
+            if let Some(r) = &version.reference {
+                println!(
+                    "Drift reference: {} rows from {} ({})",
+                    r.rows, r.source, r.artifact
+                );
+            }
         }
         ModelsCmd::List { name: None } => {
             if ctx.json() {
@@ -358,6 +369,21 @@ async fn register(
         Format::Pipeline => "kiln.json",
         Format::Onnx => "onnx",
     };
+    let reference = match &a.reference {
+        Some(path) => {
+            let (bytes, rows) = reference_file(path, model.as_ref(), &inputs)?;
+            let artifact = format!("models/{name}/v{version}/reference.parquet");
+            let sha256 = sha256_hex(&bytes);
+            project.artifacts()?.put(&artifact, bytes).await?;
+            Some(kiln_core::spec::DriftReference {
+                artifact,
+                sha256,
+                rows,
+                source: path.display().to_string(),
+            })
+        }
+        None => None,
+    };
     let artifact = format!("models/{name}/v{version}/model.{ext}");
     let sha256 = sha256_hex(&bytes);
     let size_bytes = bytes.len() as u64;
@@ -377,5 +403,71 @@ async fn register(
         description: a.description.clone(),
         on_missing,
         created_at: now_micros(),
+        reference,
     })
+}
+
+/// Reads a model's training data for live drift: its input columns (typed as `kiln drift`
+/// types a file) named as the prediction log names them, plus the model's outputs on every
+/// row. Returns the reference as Parquet, and its rows.
+fn reference_file(
+    path: &std::path::Path,
+    model: &dyn kiln_models::Model,
+    inputs: &[String],
+) -> anyhow::Result<(Vec<u8>, u64)> {
+    use kiln_monitor::drift::{ColumnData, Dataset};
+    use kiln_monitor::predlog::writer::{feature_column, output_column};
+
+    let what = format!("--reference {}", path.display());
+    let table = crate::tabular::read(path, "reference", Some(inputs), &ProgressBar::hidden())
+        .with_context(|| what.clone())?;
+    let data = table.dataset;
+    let rows = data.rows();
+    if rows == 0 {
+        anyhow::bail!("{what}: the file has no rows");
+    }
+    // Row-major doubles, as the model takes them.
+    let f = inputs.len();
+    let mut matrix = vec![f64::NAN; rows * f];
+    let mut reference = Dataset::new();
+    for (j, name) in inputs.iter().enumerate() {
+        let column = data
+            .column(name)
+            .with_context(|| format!("{what}: no column {name:?}"))?;
+        let mut set = |values: &mut dyn Iterator<Item = f64>| {
+            for (i, v) in values.enumerate() {
+                matrix[i * f + j] = v;
+            }
+        };
+        match &column.data {
+            ColumnData::Float(v) => set(&mut v.iter().copied()),
+            ColumnData::Int(v) => set(&mut v.iter().map(|&x| x as f64)),
+            ColumnData::Bool(v) => set(&mut v.iter().map(|&b| f64::from(u8::from(b)))),
+            other => anyhow::bail!(
+                "{what}: column {name:?} holds {} values; the model takes numbers",
+                other.dtype()
+            ),
+        }
+        reference.push(feature_column(name), column.data.clone())?;
+    }
+    let k = model.info().n_outputs.max(1);
+    let mut outputs = vec![0.0; rows * k];
+    for (chunk, out) in matrix
+        .chunks(65_536 * f)
+        .zip(outputs.chunks_mut(65_536 * k))
+    {
+        model
+            .predict(chunk, out)
+            .with_context(|| format!("{what}: the model cannot score it"))?;
+    }
+    for o in 0..k {
+        let values = (0..rows).map(|i| outputs[i * k + o]).collect();
+        reference
+            .push(output_column(o, k), ColumnData::Float(values))
+            .with_context(|| format!("{what}: an input is named like the model's output"))?;
+    }
+    Ok((
+        kiln_monitor::live::encode_reference(&reference)?,
+        rows as u64,
+    ))
 }

@@ -1,4 +1,4 @@
-//! `[monitor]`: the prediction log, label feedback and the performance window.
+//! `[monitor]`: the prediction log, label feedback, the performance window and live drift.
 
 use std::path::Path;
 use std::time::Duration;
@@ -44,6 +44,18 @@ pub struct MonitorConfig {
     /// Probability at or above which a binary prediction counts as positive.
     #[serde(default = "default_threshold")]
     pub positive_threshold: f64,
+    /// Compare each served version's recent traffic with its reference on a schedule.
+    #[serde(default = "yes")]
+    pub drift: bool,
+    /// Rows of recent traffic compared (and pinned, for a version without a reference).
+    #[serde(default = "default_drift_window")]
+    pub drift_window: usize,
+    /// A window is compared once it has this many rows.
+    #[serde(default = "default_drift_min_rows")]
+    pub drift_min_rows: usize,
+    /// How often the windows are compared.
+    #[serde(default = "default_drift_interval")]
+    pub drift_interval: String,
 }
 
 fn yes() -> bool {
@@ -76,6 +88,15 @@ fn default_performance_window() -> String {
 fn default_threshold() -> f64 {
     0.5
 }
+fn default_drift_window() -> usize {
+    10_000
+}
+fn default_drift_min_rows() -> usize {
+    1_000
+}
+fn default_drift_interval() -> String {
+    "1m".into()
+}
 
 impl Default for MonitorConfig {
     fn default() -> Self {
@@ -92,6 +113,10 @@ impl Default for MonitorConfig {
             label_retention: default_label_retention(),
             performance_window: default_performance_window(),
             positive_threshold: default_threshold(),
+            drift: true,
+            drift_window: default_drift_window(),
+            drift_min_rows: default_drift_min_rows(),
+            drift_interval: default_drift_interval(),
         }
     }
 }
@@ -115,6 +140,12 @@ impl MonitorConfig {
                 self.sample_rate
             ));
         }
+        if self.drift_min_rows > self.drift_window {
+            errors.push(format!(
+                "monitor.drift_min_rows {} is more than monitor.drift_window {}: the window would never be compared",
+                self.drift_min_rows, self.drift_window
+            ));
+        }
         if !(0.0..=1.0).contains(&self.positive_threshold) {
             errors.push(format!(
                 "monitor.positive_threshold {}: must be between 0 and 1",
@@ -126,6 +157,8 @@ impl MonitorConfig {
             ("roll_rows", self.roll_rows),
             ("remember_requests", self.remember_requests),
             ("max_labels", self.max_labels),
+            ("drift_window", self.drift_window),
+            ("drift_min_rows", self.drift_min_rows),
         ] {
             if value == 0 {
                 errors.push(format!("monitor.{key}: must be at least 1"));
@@ -135,6 +168,7 @@ impl MonitorConfig {
             ("roll_interval", &self.roll_interval),
             ("label_retention", &self.label_retention),
             ("performance_window", &self.performance_window),
+            ("drift_interval", &self.drift_interval),
         ] {
             let before = errors.len();
             if duration(key, value, errors) == Duration::ZERO && errors.len() == before {
@@ -149,6 +183,7 @@ impl MonitorConfig {
         let roll_interval = duration("roll_interval", &self.roll_interval, &mut errors);
         let retention = duration("label_retention", &self.label_retention, &mut errors);
         let window = duration("performance_window", &self.performance_window, &mut errors);
+        let drift_interval = duration("drift_interval", &self.drift_interval, &mut errors);
         if !errors.is_empty() {
             anyhow::bail!("{}", errors.join("\n"));
         }
@@ -172,6 +207,13 @@ impl MonitorConfig {
                 }),
             performance_window: window,
             track_requests: false,
+            drift: self
+                .drift
+                .then_some(kiln_serve::monitor::drift::DriftConfig {
+                    window_rows: self.drift_window,
+                    min_rows: self.drift_min_rows,
+                    interval: drift_interval,
+                }),
         })
     }
 }

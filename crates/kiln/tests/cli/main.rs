@@ -9,6 +9,7 @@ mod dataset;
 mod definitions;
 mod drift;
 mod inference;
+mod live_drift;
 mod materialize;
 mod metrics;
 mod models;
