@@ -411,28 +411,30 @@ threshold = 0.05
     assert_eq!((stats.evaluations, stats.provider_errors), (0, 1));
 }
 
+/// An engine with one error-rate rule ("errors", above 0.05) notifying `webhook` (TOML of one
+/// `[webhooks.NAME]` table), its state kept in `state_file` if given.
+fn error_rate_engine(
+    webhook: &str,
+    state_file: Option<&std::path::Path>,
+    provider: Arc<dyn kiln_monitor::alerts::SignalProvider>,
+) -> Arc<AlertEngine> {
+    let mut c = config(&format!(
+        "{webhook}\n[[rules]]\nname = \"errors\"\nkind = \"error_rate\"\nthreshold = 0.05\n"
+    ));
+    c.state_file = state_file.map(|f| f.display().to_string());
+    let plan = c.validate(&|_| None).expect("valid");
+    AlertEngine::new(plan, provider, EventBus::new()).expect("engine")
+}
+
 #[tokio::test]
 async fn a_receivers_retry_after_is_waited_for() {
     let (base, r) = receiver().await;
-    let plan = config(&format!(
-        r#"
-[webhooks.busy]
-kind = "generic"
-url = "{base}/busy"
-backoff = "10ms"
-max_backoff = "20ms"
-max_attempts = 3
-
-[[rules]]
-name = "errors"
-kind = "error_rate"
-threshold = 0.05
-"#
-    ))
-    .validate(&|_| None)
-    .expect("valid");
     let (signals, provider) = scripted();
-    let engine = AlertEngine::new(plan, provider, EventBus::new()).expect("engine");
+    let webhook = format!(
+        "[webhooks.busy]\nkind = \"generic\"\nurl = \"{base}/busy\"\n\
+         backoff = \"10ms\"\nmax_backoff = \"20ms\"\nmax_attempts = 3\n"
+    );
+    let engine = error_rate_engine(&webhook, None, provider);
     signals
         .lock()
         .expect("lock")
@@ -462,22 +464,9 @@ threshold = 0.05
 #[tokio::test]
 async fn closing_delivers_what_is_queued_and_refuses_the_rest() {
     let (base, r) = receiver().await;
-    let plan = config(&format!(
-        r#"
-[webhooks.slow]
-kind = "generic"
-url = "{base}/slow"
-
-[[rules]]
-name = "errors"
-kind = "error_rate"
-threshold = 0.05
-"#
-    ))
-    .validate(&|_| None)
-    .expect("valid");
     let (signals, provider) = scripted();
-    let engine = AlertEngine::new(plan, provider, EventBus::new()).expect("engine");
+    let webhook = format!("[webhooks.slow]\nkind = \"generic\"\nurl = \"{base}/slow\"\n");
+    let engine = error_rate_engine(&webhook, None, provider);
     for m in ["a", "b", "c"] {
         signals
             .lock()
@@ -506,23 +495,9 @@ async fn alert_state_survives_a_restart() {
     let (base, r) = receiver().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("alerts").join("state.json");
-    let plan = || {
-        let mut c = config(&format!(
-            r#"
-[webhooks.team]
-kind = "generic"
-url = "{base}/team"
-
-[[rules]]
-name = "errors"
-kind = "error_rate"
-threshold = 0.05
-"#
-        ));
-        c.state_file = Some(state.display().to_string());
-        c.validate(&|_| None).expect("valid")
-    };
+    let webhook = format!("[webhooks.team]\nkind = \"generic\"\nurl = \"{base}/team\"\n");
     let (signals, provider) = scripted();
+    let start = || error_rate_engine(&webhook, Some(&state), provider.clone());
     let set = |v: f64| {
         signals
             .lock()
@@ -530,14 +505,14 @@ threshold = 0.05
             .set(error_rate(), Subject::model("fraud"), v);
     };
     set(0.5);
-    let first = AlertEngine::new(plan(), provider.clone(), EventBus::new()).expect("engine");
+    let first = start();
     assert_eq!(first.tick_at(T0).await.expect("tick").len(), 1);
     assert_eq!(first.close(Duration::from_secs(10)).await, 0);
     drop(first);
     assert!(state.exists(), "the state file is written");
 
     // Restarted: still firing, so nothing is announced again...
-    let second = AlertEngine::new(plan(), provider.clone(), EventBus::new()).expect("engine");
+    let second = start();
     let alerts = second.alerts();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].state, AlertState::Firing);
@@ -566,7 +541,7 @@ threshold = 0.05
 
     // A damaged state file is set aside and the engine starts afresh.
     std::fs::write(&state, "{ not json").expect("write");
-    let third = AlertEngine::new(plan(), provider, EventBus::new()).expect("engine");
+    let third = start();
     assert!(third.alerts().is_empty());
     assert!(state.with_extension("unreadable").exists());
 }

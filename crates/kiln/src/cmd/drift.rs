@@ -201,19 +201,36 @@ fn bar(quiet: bool, len: Option<u64>, msg: &'static str) -> ProgressBar {
     b
 }
 
-fn render_table(r: &DriftReport, reference: &str, current: &str) -> String {
-    let mut s = format!(
-        "{}: {} of {} columns drifted ({:.1}%; the dataset drifts at {:.0}% or more)\n\
-         reference: {reference} ({} rows), current: {current} ({} rows)\n",
-        if r.dataset_drift {
+/// The table's first line: the verdict and the share that made it.
+pub(super) fn headline(
+    dataset_drift: bool,
+    drifted: usize,
+    columns: usize,
+    share: f64,
+    drift_share: f64,
+) -> String {
+    format!(
+        "{}: {drifted} of {columns} columns drifted ({:.1}%; the dataset drifts at {:.0}% or more)",
+        if dataset_drift {
             "DATASET DRIFT"
         } else {
             "no dataset drift"
         },
-        r.number_of_drifted_columns,
-        r.number_of_columns,
-        r.share_of_drifted_columns * 100.0,
-        r.drift_share * 100.0,
+        share * 100.0,
+        drift_share * 100.0,
+    )
+}
+
+fn render_table(r: &DriftReport, reference: &str, current: &str) -> String {
+    let mut s = format!(
+        "{}\nreference: {reference} ({} rows), current: {current} ({} rows)\n",
+        headline(
+            r.dataset_drift,
+            r.number_of_drifted_columns,
+            r.number_of_columns,
+            r.share_of_drifted_columns,
+            r.drift_share
+        ),
         r.reference_rows,
         r.current_rows,
     );

@@ -132,19 +132,17 @@ fn render(l: &Live) -> String {
         (kind, _) => kind.to_string(),
     };
     let mut s = format!(
-        "{} v{}: {}: {} of {} columns drifted ({:.1}%; the dataset drifts at {:.0}% or more)\n\
+        "{} v{}: {}\n\
          reference: {reference} ({} rows), current: the last {} rows served, evaluated {}\n",
         l.model,
         l.version,
-        if r.dataset_drift {
-            "DATASET DRIFT"
-        } else {
-            "no dataset drift"
-        },
-        r.number_of_drifted_columns,
-        r.number_of_columns,
-        r.share_of_drifted_columns * 100.0,
-        r.drift_share * 100.0,
+        super::drift::headline(
+            r.dataset_drift,
+            r.number_of_drifted_columns,
+            r.number_of_columns,
+            r.share_of_drifted_columns,
+            r.drift_share
+        ),
         l.reference.rows,
         l.window_rows,
         kiln_core::time::format_timestamp(l.evaluated_at_micros),
