@@ -170,6 +170,10 @@ pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
                             .map(|(k, x)| format!("{k}={x}"))
                             .collect::<Vec<_>>()
                             .join(" "),
+                        v.spec
+                            .reference
+                            .as_ref()
+                            .map_or("-".into(), |r| format!("{} rows", r.rows)),
                         format_timestamp(v.spec.created_at),
                     ]
                 })
@@ -183,6 +187,7 @@ pub async fn run(ctx: &Ctx, cmd: ModelsCmd) -> anyhow::Result<()> {
                         "objective",
                         "inputs",
                         "metrics",
+                        "drift reference",
                         "registered"
                     ],
                     rows

@@ -104,6 +104,8 @@ fn shifted_traffic_drifts_against_the_training_data_recorded_at_registration() {
     assert_eq!(listed, json!([]), "nothing registered: {listed}");
     let out = ok(register(p.dir.join("train.csv").to_str().expect("path")));
     assert!(out.contains("Drift reference: 2000 rows"), "{out}");
+    let versions = ok(p.run(&["models", "list", "ranker"]));
+    assert!(versions.contains("2000 rows"), "{versions}");
 
     let server = Server::start(&p.dir, &[]);
     let addr = server.addr.clone();
