@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_monitor::drift::{
-    ColumnType, DriftOptions, DriftReport, Method, PreparedReference, drift, drift_datasets, html,
+    ColumnType, DriftOptions, DriftReport, Method, PreparedReference, drift, drift_datasets,
+    drift_owned, html,
 };
 use serde::Serialize;
 
@@ -75,7 +76,9 @@ pub async fn run(ctx: &Ctx, a: DriftArgs) -> anyhow::Result<()> {
 
 fn run_blocking(quiet: bool, format: Format, a: DriftArgs) -> anyhow::Result<()> {
     let options = options(&a)?;
+    let t0 = Instant::now();
     let (reference, current) = read_both(&a.reference, &a.current, a.columns.as_deref(), quiet)?;
+    let read_s = t0.elapsed().as_secs_f64();
     let mut options = options;
     for c in &current.categorical {
         options
@@ -84,15 +87,18 @@ fn run_blocking(quiet: bool, format: Format, a: DriftArgs) -> anyhow::Result<()>
             .or_insert(ColumnType::Categorical);
     }
     let spinner = bar(quiet, None, "comparing");
-    let report =
-        drift_datasets(&reference.dataset, &current.dataset, &options).with_context(|| {
-            format!(
-                "cannot compare {} with {}",
-                a.current.display(),
-                a.reference.display()
-            )
-        })?;
+    let t0 = Instant::now();
+    // Both tables are done with once compared: hand their columns over (sorted in place).
+    let report = drift_owned(reference.dataset, current.dataset, &options).with_context(|| {
+        format!(
+            "cannot compare {} with {}",
+            a.current.display(),
+            a.reference.display()
+        )
+    })?;
+    let compare_s = t0.elapsed().as_secs_f64();
     spinner.finish_and_clear();
+    tracing::debug!(read_s, compare_s, "kiln drift stages");
     let (rname, cname) = (
         a.reference.display().to_string(),
         a.current.display().to_string(),
@@ -266,12 +272,16 @@ struct DriftTimings {
     read_s: f64,
     /// Preparing the reference alone (sorting, counting): what live drift does once.
     prepare_s: f64,
-    /// Preparing the reference and comparing: what `kiln drift` does after reading.
+    /// Preparing the reference and comparing, on borrowed data (`drift_datasets`).
     one_off_s: Vec<f64>,
     one_off_median_s: f64,
     /// Comparing against the prepared reference: live drift, every window.
     prepared_s: Vec<f64>,
     prepared_median_s: f64,
+    /// Preparing and comparing with the columns handed over (`drift_owned`): what `kiln drift`
+    /// does after reading.
+    owned_s: Vec<f64>,
+    owned_median_s: f64,
 }
 
 /// `kiln bench drift`: times the stages of a drift comparison on two files and prints JSON.
@@ -286,6 +296,7 @@ pub async fn bench(a: DriftBenchArgs) -> anyhow::Result<()> {
         let prepare_s = t0.elapsed().as_secs_f64();
         let mut one_off_s = Vec::new();
         let mut prepared_s = Vec::new();
+        let mut owned_s = Vec::new();
         let mut columns = 0;
         for _ in 0..a.runs.max(1) {
             let t0 = Instant::now();
@@ -295,6 +306,10 @@ pub async fn bench(a: DriftBenchArgs) -> anyhow::Result<()> {
             let t0 = Instant::now();
             drift(&prepared, &current.dataset, &opts)?;
             prepared_s.push(t0.elapsed().as_secs_f64());
+            let (r, c) = (reference.dataset.clone(), current.dataset.clone());
+            let t0 = Instant::now();
+            drift_owned(r, c, &opts)?;
+            owned_s.push(t0.elapsed().as_secs_f64());
         }
         Ok(DriftTimings {
             reference_rows: reference.dataset.rows(),
@@ -307,6 +322,8 @@ pub async fn bench(a: DriftBenchArgs) -> anyhow::Result<()> {
             one_off_s,
             prepared_median_s: median(&prepared_s),
             prepared_s,
+            owned_median_s: median(&owned_s),
+            owned_s,
         })
     })
     .await
