@@ -16,7 +16,10 @@
 //! * anything else (timestamps, dates, decimals, binary, nested) -> unsupported, named.
 //!
 //! Parquet is read with the columns split across threads (each with its own reader on the
-//! same footer), so decoding runs on every core. CSV is in [`crate::tabular_csv`].
+//! same footer), so decoding runs on every core. String columns are read as Arrow
+//! dictionaries (Parquet writers dictionary-encode their pages almost always), so a label is
+//! looked up once per page dictionary rather than once per row. CSV is in
+//! [`crate::tabular_csv`].
 
 use std::fs::File;
 use std::path::Path;
@@ -29,11 +32,13 @@ use arrow_array::types::{
     UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, ArrayRef};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Field, Schema};
 use indicatif::ProgressBar;
 use kiln_monitor::drift::{ColumnData, Dataset, Strings};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use rayon::prelude::*;
 
 /// Columns per reading task.
@@ -89,10 +94,12 @@ pub fn read(
     };
     let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
     bar.set_length(bar.length().unwrap_or(0) + rows * wanted.len() as u64);
+    let read_meta = with_dictionary_strings(&meta)
+        .with_context(|| format!("cannot read the {role} file {}", path.display()))?;
     let tasks: Vec<&[usize]> = wanted.chunks(COLUMNS_PER_TASK).collect();
     let parts: Vec<anyhow::Result<Vec<(String, ColumnData)>>> = tasks
         .par_iter()
-        .map(|group| read_group(path, role, &meta, group, bar))
+        .map(|group| read_group(path, role, &read_meta, group, bar))
         .collect();
     let mut dataset = Dataset::new();
     for part in parts {
@@ -111,6 +118,42 @@ pub fn read(
         dataset,
         categorical,
     })
+}
+
+/// The file's metadata with its plain string columns read as `Dictionary(Int32, Utf8)`. The
+/// file's own schema (which says which columns were categorical in pandas) is left to the
+/// caller.
+fn with_dictionary_strings(
+    meta: &ArrowReaderMetadata,
+) -> parquet::errors::Result<ArrowReaderMetadata> {
+    let schema = meta.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8)
+    {
+        return Ok(meta.clone());
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if f.data_type() == &DataType::Utf8 {
+                f.with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ))
+            } else {
+                f
+            }
+        })
+        .collect();
+    let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    ArrowReaderMetadata::try_new(
+        Arc::clone(meta.metadata()),
+        ArrowReaderOptions::new().with_schema(hint),
+    )
 }
 
 fn read_group(
@@ -134,7 +177,13 @@ fn read_group(
     let fields = meta.schema().fields();
     let mut acc: Vec<(String, Acc)> = group
         .iter()
-        .map(|&i| (fields[i].name().clone(), Acc::new(fields[i].data_type())))
+        .map(|&i| {
+            let rows = meta.metadata().file_metadata().num_rows().max(0) as usize;
+            (
+                fields[i].name().clone(),
+                Acc::with_capacity(fields[i].data_type(), rows),
+            )
+        })
         .collect();
     for batch in reader {
         let batch =
@@ -150,8 +199,8 @@ fn read_group(
 /// A column being read.
 pub enum Acc {
     Float(Vec<f64>),
-    /// Values, validity, whether any was null (then it becomes a float column).
-    Int(Vec<i64>, Vec<bool>, bool),
+    /// Values, and their validity once a null has shown up (then it becomes a float column).
+    Int(Vec<i64>, Option<Vec<bool>>),
     /// Unsigned: values as doubles (NaN for null), whether any was null.
     UInt(Vec<f64>, bool),
     Bool(Vec<bool>, bool),
@@ -160,24 +209,30 @@ pub enum Acc {
 }
 
 impl Acc {
-    pub fn new(t: &DataType) -> Acc {
+    /// Room for `rows` values up front: growing a column of a million values by doubling
+    /// writes (and faults in) about twice its memory.
+    pub fn with_capacity(t: &DataType, rows: usize) -> Acc {
         match t {
-            DataType::Float16 | DataType::Float32 | DataType::Float64 => Acc::Float(Vec::new()),
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                Acc::Float(Vec::with_capacity(rows))
+            }
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                Acc::Int(Vec::new(), Vec::new(), false)
+                Acc::Int(Vec::with_capacity(rows), None)
             }
             DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-                Acc::UInt(Vec::new(), false)
+                Acc::UInt(Vec::with_capacity(rows), false)
             }
-            DataType::Boolean => Acc::Bool(Vec::new(), false),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Acc::Str(Strings::new()),
+            DataType::Boolean => Acc::Bool(Vec::with_capacity(rows), false),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Acc::Str(strings_with_capacity(rows))
+            }
             DataType::Dictionary(_, v)
                 if matches!(
                     **v,
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
                 ) =>
             {
-                Acc::Str(Strings::new())
+                Acc::Str(strings_with_capacity(rows))
             }
             other => Acc::Other(type_name(other), 0),
         }
@@ -186,7 +241,7 @@ impl Acc {
     fn push(&mut self, col: &ArrayRef) -> anyhow::Result<()> {
         match self {
             Acc::Float(v) => push_float(v, col),
-            Acc::Int(v, valid, has_null) => push_int(v, valid, has_null, col)?,
+            Acc::Int(v, valid) => push_int(v, valid, col)?,
             Acc::UInt(v, has_null) => push_uint(v, has_null, col)?,
             Acc::Bool(v, has_null) => {
                 let b = col.as_boolean();
@@ -202,13 +257,13 @@ impl Acc {
     pub fn finish(self) -> ColumnData {
         match self {
             Acc::Float(v) => ColumnData::Float(v),
-            Acc::Int(v, valid, true) => ColumnData::Float(
+            Acc::Int(v, Some(valid)) => ColumnData::Float(
                 v.into_iter()
                     .zip(valid)
                     .map(|(x, ok)| if ok { x as f64 } else { f64::NAN })
                     .collect(),
             ),
-            Acc::Int(v, _, false) => ColumnData::Int(v),
+            Acc::Int(v, None) => ColumnData::Int(v),
             Acc::UInt(v, true) => ColumnData::Float(v),
             Acc::UInt(v, false) => ColumnData::Unsupported {
                 dtype: "unsigned integer (Evidently leaves unsigned integer columns untyped)"
@@ -224,6 +279,12 @@ impl Acc {
             Acc::Other(dtype, len) => ColumnData::Unsupported { dtype, len },
         }
     }
+}
+
+fn strings_with_capacity(rows: usize) -> Strings {
+    let mut s = Strings::new();
+    s.codes.reserve(rows);
+    s
 }
 
 fn push_float(v: &mut Vec<f64>, col: &ArrayRef) {
@@ -253,20 +314,16 @@ fn push_float(v: &mut Vec<f64>, col: &ArrayRef) {
     }
 }
 
-fn push_int(
-    v: &mut Vec<i64>,
-    valid: &mut Vec<bool>,
-    has_null: &mut bool,
-    col: &ArrayRef,
-) -> anyhow::Result<()> {
+fn push_int(v: &mut Vec<i64>, valid: &mut Option<Vec<bool>>, col: &ArrayRef) -> anyhow::Result<()> {
     macro_rules! ints {
         ($t:ty) => {{
             let a = col.as_primitive::<$t>();
-            *has_null |= a.null_count() > 0;
-            for i in 0..a.len() {
-                let ok = a.is_valid(i);
-                valid.push(ok);
-                v.push(if ok { i64::from(a.value(i)) } else { 0 });
+            if a.null_count() > 0 && valid.is_none() {
+                *valid = Some(vec![true; v.len()]);
+            }
+            v.extend(a.values().iter().map(|&x| i64::from(x)));
+            if let Some(valid) = valid {
+                valid.extend((0..a.len()).map(|i| a.is_valid(i)));
             }
         }};
     }
@@ -305,15 +362,44 @@ fn push_uint(v: &mut Vec<f64>, has_null: &mut bool, col: &ArrayRef) -> anyhow::R
 }
 
 fn push_str(s: &mut Strings, col: &ArrayRef) -> anyhow::Result<()> {
-    let col: ArrayRef = match col.data_type() {
-        DataType::Utf8 => Arc::clone(col),
-        _ => arrow_cast::cast(col, &DataType::Utf8).context("cannot read a string column")?,
-    };
+    if let Some(d) = col.as_dictionary_opt::<Int32Type>() {
+        // One look-up per dictionary value, then a table look-up per row.
+        let values = utf8(d.values())?;
+        let values = values.as_string::<i32>();
+        let codes: Vec<u32> = (0..values.len())
+            .map(|i| {
+                if values.is_valid(i) {
+                    s.code_of(values.value(i))
+                } else {
+                    Strings::MISSING
+                }
+            })
+            .collect();
+        let keys = d.keys();
+        s.codes.reserve(keys.len());
+        for (i, &k) in keys.values().iter().enumerate() {
+            let code = match usize::try_from(k).ok().and_then(|k| codes.get(k)) {
+                Some(&c) if keys.is_valid(i) => c,
+                _ => Strings::MISSING,
+            };
+            s.push_code(code);
+        }
+        return Ok(());
+    }
+    let col = utf8(col)?;
     let a = col.as_string::<i32>();
     for i in 0..a.len() {
         s.push(a.is_valid(i).then(|| a.value(i)));
     }
     Ok(())
+}
+
+/// A string array as `Utf8` (large, view and other-keyed dictionary strings are cast).
+fn utf8(col: &ArrayRef) -> anyhow::Result<ArrayRef> {
+    match col.data_type() {
+        DataType::Utf8 => Ok(Arc::clone(col)),
+        _ => arrow_cast::cast(col, &DataType::Utf8).context("cannot read a string column"),
+    }
 }
 
 fn type_name(t: &DataType) -> String {

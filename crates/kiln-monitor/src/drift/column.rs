@@ -2,6 +2,8 @@
 //! from the current side, drop missing values, count distinct values of both sides, pick the
 //! test, score it, give the verdict.
 
+use std::borrow::Cow;
+
 use super::DriftOptions;
 use super::binning::{Binned, HISTOGRAM_ABOVE, shares};
 use super::chisquare::chisquare_p;
@@ -9,11 +11,11 @@ use super::dataset::ColumnData;
 use super::histogram::{self, Histogram};
 use super::jensenshannon::js_distance;
 use super::ks;
-use super::merge::merge_stats;
+use super::merge::{merge_stats, unique_and_w1};
 use super::prepared::Prepared;
 use super::psi::psi;
 use super::report::{ColumnDrift, SideStats, SkippedColumn};
-use super::rules::{ColumnType, Method, Typing, default_method, infer};
+use super::rules::{ColumnType, Method, SMALL_REFERENCE, Typing, default_method, infer};
 use super::sample::{KeyCounts, LabelCounts, NumericKind, NumericSample};
 use super::ztest::z_test_p;
 use crate::error::{MonitorError, Side};
@@ -43,11 +45,12 @@ fn prepared_class(p: &Prepared) -> &str {
 }
 
 /// Compares one column. `explicit`: the caller named the column, so a column that cannot be
-/// compared is an error rather than a skipped entry.
+/// compared is an error rather than a skipped entry. Current values handed over owned are
+/// sorted in their own memory.
 pub(crate) fn evaluate(
     name: &str,
     reference: &Prepared,
-    current: &ColumnData,
+    current: Cow<'_, ColumnData>,
     options: &DriftOptions,
     explicit: bool,
 ) -> Result<Outcome, MonitorError> {
@@ -66,21 +69,21 @@ pub(crate) fn evaluate(
     };
     // Typing looks at the current side only: a column it cannot type is left out; a current
     // column it can type but a reference of another kind is an error (Evidently's too).
-    if let ColumnData::Unsupported { dtype, .. } = current {
+    if let ColumnData::Unsupported { dtype, .. } = current.as_ref() {
         return skip(format!("its current type ({dtype}) is not supported"));
     }
-    let (rc, cc) = (prepared_class(reference), class(current));
+    let (rc, cc) = (prepared_class(reference), class(&current).to_string());
     let mismatch = || MonitorError::TypeMismatch {
         column: name.to_string(),
         reference: rc.to_string(),
-        current: cc.to_string(),
+        current: cc.clone(),
     };
     if rc != cc {
         return Err(mismatch());
     }
     let column_type = match options.column_types.get(name) {
         Some(&t) => t,
-        None => match infer(current) {
+        None => match infer(&current) {
             Typing::Type(t) => t,
             Typing::Text => {
                 return skip(
@@ -92,7 +95,7 @@ pub(crate) fn evaluate(
             Typing::Untyped(reason) => return skip(reason),
         },
     };
-    if column_type == ColumnType::Numerical && matches!(current, ColumnData::Str(_)) {
+    if column_type == ColumnType::Numerical && matches!(current.as_ref(), ColumnData::Str(_)) {
         return Err(MonitorError::Unsupported {
             column: name.to_string(),
             reason: "it holds strings, so it cannot be numerical".into(),
@@ -106,10 +109,13 @@ pub(crate) fn evaluate(
     let scored = match reference {
         Prepared::Numeric { sample, std } => {
             let cur = match current {
-                ColumnData::Float(v) => NumericSample::from_floats(v),
-                ColumnData::Int(v) => NumericSample::from_ints(v),
-                ColumnData::Bool(v) => NumericSample::from_bools(v),
-                ColumnData::Str(_) | ColumnData::Unsupported { .. } => return Err(mismatch()),
+                Cow::Owned(ColumnData::Float(v)) => NumericSample::from_float_vec(v),
+                Cow::Owned(ColumnData::Int(v)) => NumericSample::from_int_vec(v),
+                Cow::Borrowed(ColumnData::Float(v)) => NumericSample::from_floats(v),
+                Cow::Borrowed(ColumnData::Int(v)) => NumericSample::from_ints(v),
+                Cow::Owned(ColumnData::Bool(v)) => NumericSample::from_bools(&v),
+                Cow::Borrowed(ColumnData::Bool(v)) => NumericSample::from_bools(v),
+                _ => return Err(mismatch()),
             };
             if sample.is_empty() {
                 return empty_or_skip(empty(Side::Reference, sample.missing), options, name);
@@ -120,7 +126,7 @@ pub(crate) fn evaluate(
             score_numeric(name, column_type, sample, *std, &cur, options)?
         }
         Prepared::Labels(rl) => {
-            let ColumnData::Str(s) = current else {
+            let ColumnData::Str(s) = current.as_ref() else {
                 return Err(mismatch());
             };
             let cl = LabelCounts::from_strings(s);
@@ -207,8 +213,19 @@ fn score_numeric(
     c: &NumericSample,
     options: &DriftOptions,
 ) -> Result<Scored, MonitorError> {
-    let merged = merge_stats(r, c);
-    let n_unique = merged.n_unique;
+    // The KS statistic is needed only where the test can be KS: forced, or Evidently's
+    // default for a reference of at most 1000 values.
+    let ks_possible = match options.method {
+        Some(m) => m == Method::Ks,
+        None => r.len() <= SMALL_REFERENCE,
+    };
+    let (n_unique, ks_d, w1) = if ks_possible {
+        let m = merge_stats(r, c);
+        (m.n_unique, m.ks_d, m.w1)
+    } else {
+        let m = unique_and_w1(r, c);
+        (m.n_unique, f64::NAN, m.w1)
+    };
     let method = pick(name, column_type, r.len(), n_unique, options)?;
     let kind = if r.kind == NumericKind::Bool {
         NumericKind::Bool
@@ -218,8 +235,8 @@ fn score_numeric(
     let counts = || KeyCounts::numbers(&r.runs(), &c.runs(), kind);
     let mut kept_counts = None;
     let score = match method {
-        Method::Ks => ks::p_value(r.len(), c.len(), merged.ks_d),
-        Method::Wasserstein => merged.w1 / r_std.max(0.001),
+        Method::Ks => ks::p_value(r.len(), c.len(), ks_d),
+        Method::Wasserstein => w1 / r_std.max(0.001),
         Method::Chisquare => chisquare_p(kept_counts.insert(counts())),
         Method::Z => z_test_p(kept_counts.insert(counts())),
         Method::Jensenshannon | Method::Psi => {

@@ -162,6 +162,12 @@ impl Dataset {
         &self.columns
     }
 
+    /// The columns, taken out (for a caller done with the dataset, see
+    /// [`super::drift_owned`]).
+    pub fn into_columns(self) -> Vec<Column> {
+        self.columns
+    }
+
     /// Rows of the longest column.
     pub fn rows(&self) -> usize {
         self.columns.iter().map(|c| c.data.len()).max().unwrap_or(0)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::dataset::{ColumnData, Dataset};
+use super::dataset::{Column, ColumnData, Dataset};
 use super::sample::{LabelCounts, NumericSample};
 use super::wasserstein::population_std;
 use crate::error::{MonitorError, Side};
@@ -31,13 +31,14 @@ pub(crate) enum Prepared {
     Unsupported { dtype: String },
 }
 
+fn numeric(mut sample: NumericSample) -> Prepared {
+    sample.cache_runs(CACHED_RUNS);
+    let std = population_std(&sample.sorted);
+    Prepared::Numeric { sample, std }
+}
+
 impl Prepared {
     fn new(data: &ColumnData) -> Prepared {
-        let numeric = |mut sample: NumericSample| {
-            sample.cache_runs(CACHED_RUNS);
-            let std = population_std(&sample.sorted);
-            Prepared::Numeric { sample, std }
-        };
         match data {
             ColumnData::Float(v) => numeric(NumericSample::from_floats(v)),
             ColumnData::Int(v) => numeric(NumericSample::from_ints(v)),
@@ -46,6 +47,15 @@ impl Prepared {
             ColumnData::Unsupported { dtype, .. } => Prepared::Unsupported {
                 dtype: dtype.clone(),
             },
+        }
+    }
+
+    /// [`Prepared::new`] sorting numbers in the values' own memory.
+    fn from_owned(data: ColumnData) -> Prepared {
+        match data {
+            ColumnData::Float(v) => numeric(NumericSample::from_float_vec(v)),
+            ColumnData::Int(v) => numeric(NumericSample::from_int_vec(v)),
+            other => Prepared::new(&other),
         }
     }
 }
@@ -83,6 +93,19 @@ impl PreparedReference {
             .filter_map(|n| reference.column(n))
             .map(|c| (c.name.clone(), Prepared::new(&c.data)))
             .collect();
+        PreparedReference::indexed(columns, reference.rows())
+    }
+
+    /// Prepares the given columns of a reference of `rows` rows, taking their values.
+    pub(crate) fn from_owned(columns: Vec<Column>, rows: usize) -> PreparedReference {
+        let columns: Vec<(String, Prepared)> = columns
+            .into_par_iter()
+            .map(|c| (c.name, Prepared::from_owned(c.data)))
+            .collect();
+        PreparedReference::indexed(columns, rows)
+    }
+
+    fn indexed(columns: Vec<(String, Prepared)>, rows: usize) -> PreparedReference {
         let index = columns
             .iter()
             .enumerate()
@@ -91,7 +114,7 @@ impl PreparedReference {
         PreparedReference {
             columns,
             index,
-            rows: reference.rows(),
+            rows,
         }
     }
 

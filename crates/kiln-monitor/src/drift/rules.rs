@@ -164,9 +164,12 @@ impl FromStr for Method {
     }
 }
 
+/// References of at most this many values get the small-sample tests (KS, chi-square, Z).
+pub const SMALL_REFERENCE: usize = 1000;
+
 /// Evidently's default test.
 pub fn default_method(t: ColumnType, reference_values: usize, n_unique: usize) -> Method {
-    let small = reference_values <= 1000;
+    let small = reference_values <= SMALL_REFERENCE;
     match (t, small) {
         (ColumnType::Numerical, true) if n_unique > 5 => Method::Ks,
         (ColumnType::Numerical, false) if n_unique > 5 => Method::Wasserstein,
