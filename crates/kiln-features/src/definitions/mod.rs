@@ -60,6 +60,7 @@ impl Definitions {
             source,
             ttl_seconds: view.ttl_seconds,
             features: view.features.clone(),
+            aggregations: view.aggregations.clone(),
             created_at,
         })
     }

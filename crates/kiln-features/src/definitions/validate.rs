@@ -335,6 +335,7 @@ pub(crate) fn validate(
                 ttl_seconds,
                 online: v.online,
                 features,
+                aggregations: Vec::new(),
                 meta: Meta {
                     description: v.description.clone(),
                     owner: v.owner.clone(),
