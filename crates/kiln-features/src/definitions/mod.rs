@@ -8,6 +8,7 @@
 //! Loading never stops at the first problem: syntax errors in one file do not hide semantic
 //! errors in another, and every diagnostic carries file, line, column and field.
 
+mod aggregate;
 mod diagnostic;
 mod raw;
 mod validate;
