@@ -5,3 +5,4 @@ mod aggregation_defs;
 mod common;
 mod online;
 mod pit;
+mod window;
