@@ -59,6 +59,11 @@ pub struct FeatureViewSpec {
     pub ttl_seconds: u64,
     pub online: bool,
     pub features: Vec<Field>,
+    /// Windowed aggregations over the source's events, one per output feature (their output
+    /// fields are also in `features`). Empty for a view of plain columns; absent in registry
+    /// events written before aggregations existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<AggregationSpec>,
     #[serde(flatten)]
     pub meta: Meta,
 }
@@ -88,6 +93,9 @@ pub struct ViewVersion {
     pub source: SourceSpec,
     pub ttl_seconds: u64,
     pub features: Vec<Field>,
+    /// The view's windowed aggregations, one per output feature (see [`AggregationSpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<AggregationSpec>,
     pub created_at: Micros,
 }
 
@@ -112,6 +120,12 @@ impl ViewVersion {
             || !self.source.reads_like(&other.source)
             || self.ttl_seconds != other.ttl_seconds
             || self.features != other.features
+            || self.aggregations != other.aggregations
+    }
+
+    /// The aggregation that computes feature `name`, if it is an aggregated feature.
+    pub fn aggregation(&self, name: &str) -> Option<&AggregationSpec> {
+        self.aggregations.iter().find(|a| a.name == name)
     }
 }
 
@@ -122,6 +136,120 @@ impl SourceSpec {
             && self.path == other.path
             && self.timestamp_field == other.timestamp_field
             && self.created_timestamp_column == other.created_timestamp_column
+    }
+}
+
+/// One windowed aggregation of a feature view: `function` over `column` of the source's events
+/// in the `window_seconds` before each point in time, grouped by the view's join keys.
+///
+/// The value as of time `T` covers the events with `T - window < event_ts <= T`. With no such
+/// event (or none with a non-null value), `count` and `count_distinct` are 0 and every other
+/// function is null. The batch backfill (`kiln dataset build`) computes exactly this; the
+/// streaming side, when built, must compute the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregationSpec {
+    /// The output feature, `{column}_{function}_{window}` (or `count_{window}`).
+    pub name: String,
+    pub function: AggFunction,
+    /// The source column aggregated and the type it is read as (integers as int64, floats as
+    /// float64); `None` for `count` of events.
+    #[serde(default)]
+    pub column: Option<Field>,
+    pub window_seconds: u64,
+}
+
+impl AggregationSpec {
+    pub fn window_micros(&self) -> Micros {
+        i64::try_from(self.window_seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(MICROS_PER_SECOND)
+    }
+}
+
+/// What an aggregation computes over the events in its window. Null values are skipped by
+/// every function (`count` of a column counts its non-null values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggFunction {
+    Count,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    /// Population standard deviation (divides by n, like numpy's default and SQL's
+    /// `stddev_pop`); 0 for a single value.
+    Stddev,
+    /// The value of the latest event (greatest event time, then created time, then the later
+    /// row).
+    Last,
+    /// The exact number of distinct values.
+    CountDistinct,
+}
+
+impl AggFunction {
+    pub const ALL: [AggFunction; 8] = [
+        AggFunction::Count,
+        AggFunction::Sum,
+        AggFunction::Mean,
+        AggFunction::Min,
+        AggFunction::Max,
+        AggFunction::Stddev,
+        AggFunction::Last,
+        AggFunction::CountDistinct,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunction::Count => "count",
+            AggFunction::Sum => "sum",
+            AggFunction::Mean => "mean",
+            AggFunction::Min => "min",
+            AggFunction::Max => "max",
+            AggFunction::Stddev => "stddev",
+            AggFunction::Last => "last",
+            AggFunction::CountDistinct => "count_distinct",
+        }
+    }
+
+    /// The type of the result for an input column of type `input` (already widened to int64
+    /// or float64 if numeric; `None` for a count of events).
+    pub fn output_type(self, input: Option<ValueType>) -> ValueType {
+        match self {
+            AggFunction::Count | AggFunction::CountDistinct => ValueType::Int64,
+            AggFunction::Mean | AggFunction::Stddev => ValueType::Float64,
+            AggFunction::Sum | AggFunction::Min | AggFunction::Max | AggFunction::Last => {
+                input.unwrap_or(ValueType::Int64)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AggFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AggFunction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.to_ascii_lowercase();
+        let alias = match s.as_str() {
+            "avg" => "mean",
+            "std" | "stddev_pop" => "stddev",
+            "distinct_count" => "count_distinct",
+            other => other,
+        };
+        AggFunction::ALL
+            .into_iter()
+            .find(|f| f.name() == alias)
+            .ok_or_else(|| {
+                format!(
+                    "unknown aggregation function {s:?} (expected one of: {})",
+                    AggFunction::ALL.map(AggFunction::name).join(", ")
+                )
+            })
     }
 }
 

@@ -75,6 +75,7 @@ fn data() -> &'static Data {
                     field("avg_daily_trips", ValueType::Int64),
                     field("avg_rating", ValueType::Float64),
                 ],
+                aggregations: Vec::new(),
                 created_at: 0,
             },
         }

@@ -7,6 +7,9 @@
 //!   `kiln apply` appends (new view versions when data-defining fields change).
 //! - [`pit`]: point-in-time correct training sets: a partitioned sort-merge join on Arrow
 //!   arrays that spills to disk to stay within a memory budget, with a brute-force oracle.
+//! - [`window`]: windowed aggregations, batch side: each aggregated feature's exact value as of
+//!   each entity row, computed inside the point-in-time join by a sort-merge kernel, with a
+//!   brute-force oracle. (The streaming side is not built yet.)
 //! - [`materialize`]: the latest row per entity of a time window, streamed from the source into
 //!   the online store.
 //! - [`online`]: online retrieval by entity key with TTL enforced on read.
@@ -21,6 +24,7 @@ pub mod pit;
 pub mod plan;
 mod progress;
 mod source;
+pub mod window;
 
 pub use arrow_values::value_at;
 pub use error::{FeatureError, NotFoundKind};

@@ -105,6 +105,12 @@ pub fn materialize_view(
     let began = Instant::now();
     let MaterializeJob { view, start, end } = job;
     let (start, end) = (*start, *end);
+    if !view.aggregations.is_empty() {
+        return Err(FeatureError::BadRequest(format!(
+            "feature view {} has windowed aggregations, which are not materialized: the streaming side that keeps them online is not built yet",
+            view.name
+        )));
+    }
     let cols = SourceColumns::for_view(view, None)?;
     let path = project_dir.join(&view.source.path);
     let scan = ParquetScan::plan(

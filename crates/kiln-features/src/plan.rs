@@ -306,6 +306,9 @@ fn view_diffs(old: &ViewVersion, new: &ViewVersion) -> Vec<String> {
             out.push(format!("-{}", f.name));
         }
     }
+    if out.is_empty() && old.aggregations != new.aggregations {
+        out.push("aggregation input types".to_string());
+    }
     if out.is_empty() {
         out.push("feature order".to_string());
     }

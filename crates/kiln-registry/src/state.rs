@@ -378,6 +378,7 @@ mod tests {
             },
             ttl_seconds: ttl,
             features: vec![],
+            aggregations: Vec::new(),
             created_at: 0,
         }
     }

@@ -8,6 +8,7 @@
 //! Loading never stops at the first problem: syntax errors in one file do not hide semantic
 //! errors in another, and every diagnostic carries file, line, column and field.
 
+mod aggregate;
 mod diagnostic;
 mod raw;
 mod validate;
@@ -60,6 +61,7 @@ impl Definitions {
             source,
             ttl_seconds: view.ttl_seconds,
             features: view.features.clone(),
+            aggregations: view.aggregations.clone(),
             created_at,
         })
     }

@@ -69,14 +69,30 @@ pub(crate) struct RawView {
     pub ttl: Option<Spanned<toml::Value>>,
     #[serde(default = "yes")]
     pub online: bool,
-    #[serde(alias = "features")]
-    pub schema: Spanned<Vec<Spanned<RawField>>>,
+    /// Plain columns of the source; absent in a view of aggregations.
+    #[serde(default, alias = "features")]
+    pub schema: Option<Spanned<Vec<Spanned<RawField>>>>,
+    /// Windowed aggregations over the source's events.
+    #[serde(default)]
+    pub aggregations: Vec<Spanned<RawAggregation>>,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub owner: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+/// `[[feature_view.aggregations]]`: one function of one column over one or more windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAggregation {
+    /// The source column; may be left out for `count` (of events).
+    #[serde(default)]
+    pub column: Option<Spanned<String>>,
+    pub function: Spanned<String>,
+    /// Durations such as "10m", "1h", "7d".
+    pub windows: Spanned<Vec<Spanned<String>>>,
 }
 
 fn yes() -> bool {

@@ -12,20 +12,20 @@ use kiln_store::offline::column_list;
 use toml::Spanned;
 
 use super::raw::{Loc, ParsedFile, RawField};
-use super::{Definitions, Diagnostic};
+use super::{Definitions, Diagnostic, aggregate};
 
 /// Collects diagnostics while validating.
-struct Checker {
+pub(super) struct Checker {
     diags: Vec<Diagnostic>,
 }
 
 impl Checker {
-    fn push(&mut self, d: Diagnostic) {
+    pub(super) fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
     /// Names become table names and output columns: keep them to identifiers.
-    fn name(&mut self, loc: &Loc, name: &Spanned<String>, field: &str) -> bool {
+    pub(super) fn name(&mut self, loc: &Loc, name: &Spanned<String>, field: &str) -> bool {
         let n = name.get_ref();
         let ok = !n.is_empty()
             && n.chars()
@@ -270,20 +270,56 @@ pub(crate) fn validate(
                 }
             },
         };
-        if v.schema.get_ref().is_empty() {
+        let raw_schema: &[Spanned<RawField>] = v.schema.as_ref().map_or(&[], |s| s.get_ref());
+        if raw_schema.is_empty() && v.aggregations.is_empty() {
+            let span = v.schema.as_ref().map_or(v.name.span(), |s| s.span());
             c.push(loc.diag(
-                v.schema.span(),
+                span,
                 format!("{what}.schema"),
-                "a feature view needs at least one feature",
+                "a feature view needs at least one feature (a schema of columns, or aggregations)",
             ));
             ok = false;
         }
-        let features = fields(&mut c, &loc, v.schema.get_ref(), &format!("{what}.schema"));
-        let Some(features) = features else { continue };
+        let features = fields(&mut c, &loc, raw_schema, &format!("{what}.schema"));
+        let Some(mut features) = features else {
+            continue;
+        };
+        let mut aggregations = Vec::new();
+        if !v.aggregations.is_empty() {
+            let source = source.and_then(|s| s.as_ref());
+            let ctx = aggregate::Context {
+                what: &what,
+                join_keys: &join_keys,
+                source: source.map(|(schema, path)| (schema, path.as_str())),
+            };
+            if let Some(schema) = v.schema.as_ref().filter(|s| !s.get_ref().is_empty()) {
+                c.push(loc.diag(
+                    schema.span(),
+                    format!("{what}.schema"),
+                    "a feature view has either a schema of columns or aggregations, not both: declare them in two views",
+                ));
+                ok = false;
+            }
+            if let Some(t) = &v.ttl {
+                c.push(loc.diag(
+                    t.span(),
+                    format!("{what}.ttl"),
+                    "a view of aggregations takes no ttl: each window says how far back it looks",
+                ));
+                ok = false;
+            }
+            match aggregate::check(&mut c, &loc, &ctx, &v.aggregations) {
+                Some((fs, aggs)) => {
+                    features.extend(fs);
+                    aggregations = aggs;
+                }
+                None => ok = false,
+            }
+        }
         // Column checks against the source's data.
         if let Some(Some((schema, path))) = source {
             let key_names: HashSet<&str> = join_keys.iter().map(|k| k.name.as_str()).collect();
-            for (i, f) in v.schema.get_ref().iter().enumerate() {
+            for (i, f) in raw_schema.iter().enumerate() {
                 let f = f.get_ref();
                 let field = format!("{what}.schema[{i}]");
                 if key_names.contains(f.name.get_ref().as_str()) {
@@ -335,6 +371,7 @@ pub(crate) fn validate(
                 ttl_seconds,
                 online: v.online,
                 features,
+                aggregations,
                 meta: Meta {
                     description: v.description.clone(),
                     owner: v.owner.clone(),

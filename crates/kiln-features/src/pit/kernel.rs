@@ -110,21 +110,21 @@ pub(crate) struct FeatureRows<'a> {
 }
 
 /// A sort key: group id in the high half, a time (order-preserving as unsigned) in the low half.
-fn sort_key(group: u64, t: i64) -> u128 {
+pub(crate) fn sort_key(group: u64, t: i64) -> u128 {
     (u128::from(group) << 64) | u128::from((t as u64) ^ (1 << 63))
 }
 
-fn key_group(k: u128) -> u64 {
+pub(crate) fn key_group(k: u128) -> u64 {
     (k >> 64) as u64
 }
 
-fn key_time(k: u128) -> i64 {
+pub(crate) fn key_time(k: u128) -> i64 {
     ((k as u64) ^ (1 << 63)) as i64
 }
 
 /// Sorts by the first field, in parallel when there is enough to share out (a partition that
 /// is joined alone, the in-memory case, gets the whole pool).
-fn sort<T: Send>(v: &mut [(u128, T)]) {
+pub(crate) fn sort<T: Send>(v: &mut [(u128, T)]) {
     use rayon::slice::ParallelSliceMut;
     if v.len() > 32_768 {
         v.par_sort_unstable_by_key(|x| x.0);
@@ -133,7 +133,7 @@ fn sort<T: Send>(v: &mut [(u128, T)]) {
     }
 }
 
-fn get(a: &Int64Array, i: usize) -> Option<i64> {
+pub(crate) fn get(a: &Int64Array, i: usize) -> Option<i64> {
     a.is_valid(i).then(|| a.value(i))
 }
 

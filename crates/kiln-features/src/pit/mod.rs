@@ -17,8 +17,13 @@
 //!    step, a chunk at a time, and streamed to Parquet.
 //!
 //! [`oracle`] is the brute-force definition the kernel is tested against.
+//!
+//! A view with windowed aggregations goes through the same scan, partitioning and output
+//! assembly; only step 3 differs: instead of picking one row, each partition computes its
+//! entity rows' window values with [`crate::window`]'s kernel, and the scan reaches back by
+//! the widest window instead of the ttl.
 
-mod kernel;
+pub(crate) mod kernel;
 pub mod oracle;
 mod spill;
 
@@ -44,7 +49,7 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
 use crate::source::{Normalized, SourceColumns, cast_to};
-use crate::{FeatureError, Progress};
+use crate::{FeatureError, Progress, window};
 use kernel::{EntityRows, FeatureRows, group_ids, pit_match};
 use spill::{Cursor, Spill, partition_of};
 
@@ -323,6 +328,12 @@ impl JoinPlan {
             .collect();
         let mut names: HashSet<String> = fields.iter().map(|f| f.name().clone()).collect();
         for (req, _) in views {
+            if opts.created_cutoff && !req.view.aggregations.is_empty() {
+                return Err(FeatureError::BadRequest(format!(
+                    "feature view {} has windowed aggregations, which do not support the created-timestamp cut-off yet (an event log is append-only: leave out --created-cutoff, or build this view's features separately)",
+                    req.view.name
+                )));
+            }
             for k in &req.view.join_keys {
                 let Ok(f) = entity_schema.field_with_name(&k.name) else {
                     return Err(FeatureError::BadRequest(format!(
@@ -600,15 +611,26 @@ fn join_view(
 ) -> Result<ViewResult, FeatureError> {
     let view_started = std::time::Instant::now();
     let view = &req.view;
-    let cols = SourceColumns::for_view(view, Some(&req.features))?;
+    // An aggregated view reads the columns its aggregations take, not its output features.
+    let aggs = if view.aggregations.is_empty() {
+        None
+    } else {
+        Some(window::requested(view, &req.features)?)
+    };
+    let cols = match &aggs {
+        None => SourceColumns::for_view(view, Some(&req.features))?,
+        Some(a) => window::source_columns(view, a),
+    };
     let schema = cols.normalized_schema();
     let ttl = view.ttl_micros();
+    // How far back from an entity row its values may reach (0 = no limit).
+    let reach = aggs.as_deref().map_or(ttl, window::reach_micros);
     let range = match (entities.min_t, entities.max_t) {
         (Some(lo), Some(hi)) => Some((
-            if ttl == 0 {
+            if reach == 0 {
                 i64::MIN
             } else {
-                lo.saturating_sub(ttl)
+                lo.saturating_sub(reach)
             },
             hi,
         )),
@@ -744,7 +766,8 @@ fn join_view(
 
     // Join partitions in parallel.
     let out_schema = Arc::new(Schema::new(
-        cols.features
+        SourceColumns::for_view(view, Some(&req.features))?
+            .features
             .iter()
             .map(|f| ArrowField::new(&f.name, f.dtype.arrow_type(), true))
             .collect::<Vec<_>>(),
@@ -771,36 +794,52 @@ fn join_view(
                 .map_err(|e| FeatureError::internal("joining", e))?;
             let ets = ets.as_primitive::<arrow_array::types::Int64Type>();
             let (eg, fg) = group_ids(&ekeys, &feats.keys)?;
-            let picks = pit_match(
-                &EntityRows {
-                    group: &eg,
-                    ts: ets,
-                },
-                &FeatureRows {
-                    group: &fg,
-                    event_ts: &feats.event_ts,
-                    created_ts: feats.created_ts.as_ref(),
-                },
-                ttl,
-                opts.created_cutoff,
-            );
-            matched.fetch_add(
-                picks.iter().filter(|p| p.is_some()).count() as u64,
-                Ordering::Relaxed,
-            );
-            let picks = UInt32Array::from(picks);
-            let out = feats
-                .features
-                .iter()
-                .map(|c| take(c, &picks, None))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| FeatureError::internal("joining", e))?;
+            let rows = EntityRows {
+                group: &eg,
+                ts: ets,
+            };
+            let (out, n_rows) = match &aggs {
+                Some(aggs) => {
+                    let events = window::Events {
+                        group: &fg,
+                        ts: &feats.event_ts,
+                        created: feats.created_ts.as_ref(),
+                    };
+                    let (out, m) = window::compute(&rows, &events, aggs, &cols, &feats.features)?;
+                    matched.fetch_add(m, Ordering::Relaxed);
+                    (out, eg.len())
+                }
+                None => {
+                    let picks = pit_match(
+                        &rows,
+                        &FeatureRows {
+                            group: &fg,
+                            event_ts: &feats.event_ts,
+                            created_ts: feats.created_ts.as_ref(),
+                        },
+                        ttl,
+                        opts.created_cutoff,
+                    );
+                    matched.fetch_add(
+                        picks.iter().filter(|p| p.is_some()).count() as u64,
+                        Ordering::Relaxed,
+                    );
+                    let picks = UInt32Array::from(picks);
+                    let out = feats
+                        .features
+                        .iter()
+                        .map(|c| take(c, &picks, None))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| FeatureError::internal("joining", e))?;
+                    (out, picks.len())
+                }
+            };
             let mut res = Spill::new(out_schema.clone(), spill_path("result", p), 1);
             res.push(
                 RecordBatch::try_new_with_options(
                     out_schema.clone(),
                     out,
-                    &arrow_array::RecordBatchOptions::new().with_row_count(Some(picks.len())),
+                    &arrow_array::RecordBatchOptions::new().with_row_count(Some(n_rows)),
                 )
                 .map_err(|e| FeatureError::internal("joining", e))?,
             )?;

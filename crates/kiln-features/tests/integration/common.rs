@@ -43,6 +43,7 @@ pub fn view(
                 dtype: *t,
             })
             .collect(),
+        aggregations: Vec::new(),
         created_at: 0,
     }
 }

@@ -53,6 +53,7 @@ fn view(version: u32, ttl: u64) -> Event {
                 name: "conv_rate".into(),
                 dtype: ValueType::Float32,
             }],
+            aggregations: Vec::new(),
             created_at: 0,
         },
         online: true,

@@ -3,6 +3,7 @@
 //! `KILN_TEST_POSTGRES_URL` is set and an S3-compatible server when `KILN_TEST_S3_ENDPOINT` is
 //! set.
 
+mod aggregations;
 mod alerts;
 mod common;
 mod dataset;
