@@ -11,7 +11,6 @@ use arrow_array::{
 };
 use arrow_schema::{Field, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::common::*;
 
@@ -129,12 +128,7 @@ fn dataset_build_backfills_windows_exactly() {
     ]));
     assert_eq!(r["stats"]["entity_rows"], 5, "{r}");
 
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).expect("open"))
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    let b = read_parquet(&out);
     let names: Vec<&str> = b
         .schema_ref()
         .fields()

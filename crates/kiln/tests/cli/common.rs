@@ -252,3 +252,14 @@ pub fn register_ranker(p: &Project) -> String {
         "driver_activity",
     ]))
 }
+
+/// A Parquet file's rows as one batch.
+pub fn read_parquet(path: &Path) -> arrow_array::RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
+    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}

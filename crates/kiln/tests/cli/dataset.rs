@@ -1,21 +1,9 @@
 //! `kiln dataset build` from the command line, old view versions included.
 
-use std::fs::File;
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::common::*;
-
-fn read(path: &std::path::Path) -> arrow_array::RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
-    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat")
-}
 
 #[test]
 fn builds_training_sets_by_service_features_and_old_versions() {
@@ -36,7 +24,7 @@ fn builds_training_sets_by_service_features_and_old_versions() {
         "json",
     ]));
     assert_eq!(r["stats"]["entity_rows"], 1_000, "{r}");
-    let b = read(&out);
+    let b = read_parquet(&out);
     let names: Vec<String> = b
         .schema()
         .fields()
@@ -54,7 +42,7 @@ fn builds_training_sets_by_service_features_and_old_versions() {
         ]
     );
     // Entity rows keep their order.
-    let e = read(&entities);
+    let e = read_parquet(&entities);
     assert_eq!(
         b.column(0).as_primitive::<Int64Type>(),
         e.column(0).as_primitive::<Int64Type>()
@@ -88,7 +76,7 @@ fn builds_training_sets_by_service_features_and_old_versions() {
         "v1 keeps the 1d ttl"
     );
     assert_eq!(
-        read(&out2).schema().field(2).name(),
+        read_parquet(&out2).schema().field(2).name(),
         "driver_hourly_stats__conv_rate"
     );
     let out3 = p.dir.join("train_v2.parquet");

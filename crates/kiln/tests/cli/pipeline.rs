@@ -11,7 +11,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -43,15 +42,6 @@ fn write_inputs(path: &Path, case: &Value) -> usize {
     w.write(&batch).expect("write");
     w.close().expect("close");
     rows.len()
-}
-
-fn read_output(path: &Path) -> RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("output"))
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
 
 fn column(b: &RecordBatch, name: &str) -> Vec<f64> {
@@ -113,7 +103,7 @@ fn register_score_offline_and_serve_the_same_numbers() {
         "json",
     ]));
     assert_eq!(done["rows"], n);
-    let scored = read_output(&out);
+    let scored = read_parquet(&out);
     let names: Vec<&str> = scored
         .schema_ref()
         .fields()
@@ -196,7 +186,7 @@ fn multiclass_pipelines_score_one_column_per_class() {
         "--prediction-column",
         "p",
     ]));
-    let scored = read_output(&out);
+    let scored = read_parquet(&out);
     let expected = case["expected"].as_array().expect("expected");
     let got: Vec<Vec<f64>> = (0..3).map(|k| column(&scored, &format!("p_{k}"))).collect();
     for (i, e) in expected.iter().enumerate() {
