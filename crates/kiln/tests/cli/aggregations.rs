@@ -114,18 +114,7 @@ fn dataset_build_backfills_windows_exactly() {
     );
     ok(p.run(&["apply"]));
     let out = p.dir.join("train.parquet");
-    let r = json(p.run(&[
-        "dataset",
-        "build",
-        "--entities",
-        entities.to_str().expect("path"),
-        "--service",
-        "card_fraud",
-        "--out",
-        out.to_str().expect("path"),
-        "--output",
-        "json",
-    ]));
+    let r = build_dataset(&p, &entities, &["--service", "card_fraud"], &out);
     assert_eq!(r["stats"]["entity_rows"], 5, "{r}");
 
     let b = read_parquet(&out);

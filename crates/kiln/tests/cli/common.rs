@@ -263,3 +263,27 @@ pub fn read_parquet(path: &Path) -> arrow_array::RecordBatch {
     let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
     arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
+
+/// `kiln dataset build --entities ENTITIES SELECTION... --out OUT -o json` in the project; its
+/// JSON answer.
+pub fn build_dataset(
+    p: &Project,
+    entities: &Path,
+    selection: &[&str],
+    out: &Path,
+) -> serde_json::Value {
+    let mut args = vec![
+        "dataset",
+        "build",
+        "--entities",
+        entities.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(selection);
+    args.extend_from_slice(&[
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+        "--output",
+        "json",
+    ]);
+    json(p.run(&args))
+}

@@ -11,18 +11,7 @@ fn builds_training_sets_by_service_features_and_old_versions() {
     ok(p.run(&["apply"]));
     let entities = p.dir.join("data/driver_entities.parquet");
     let out = p.dir.join("train.parquet");
-    let r = json(p.run(&[
-        "dataset",
-        "build",
-        "--entities",
-        entities.to_str().expect("path"),
-        "--service",
-        "driver_activity",
-        "--out",
-        out.to_str().expect("path"),
-        "--output",
-        "json",
-    ]));
+    let r = build_dataset(&p, &entities, &["--service", "driver_activity"], &out);
     assert_eq!(r["stats"]["entity_rows"], 1_000, "{r}");
     let b = read_parquet(&out);
     let names: Vec<String> = b
@@ -58,19 +47,16 @@ fn builds_training_sets_by_service_features_and_old_versions() {
     );
     ok(p.run(&["apply"]));
     let out2 = p.dir.join("train_v1.parquet");
-    let r1 = json(p.run(&[
-        "dataset",
-        "build",
-        "--entities",
-        entities.to_str().expect("path"),
-        "--features",
-        "driver_hourly_stats@v1:conv_rate",
-        "--full-feature-names",
-        "--out",
-        out2.to_str().expect("path"),
-        "--output",
-        "json",
-    ]));
+    let r1 = build_dataset(
+        &p,
+        &entities,
+        &[
+            "--features",
+            "driver_hourly_stats@v1:conv_rate",
+            "--full-feature-names",
+        ],
+        &out2,
+    );
     assert_eq!(
         r1["stats"]["matched"][0], r["stats"]["matched"][0],
         "v1 keeps the 1d ttl"
@@ -80,18 +66,12 @@ fn builds_training_sets_by_service_features_and_old_versions() {
         "driver_hourly_stats__conv_rate"
     );
     let out3 = p.dir.join("train_v2.parquet");
-    let r2 = json(p.run(&[
-        "dataset",
-        "build",
-        "--entities",
-        entities.to_str().expect("path"),
-        "--features",
-        "driver_hourly_stats:conv_rate",
-        "--out",
-        out3.to_str().expect("path"),
-        "--output",
-        "json",
-    ]));
+    let r2 = build_dataset(
+        &p,
+        &entities,
+        &["--features", "driver_hourly_stats:conv_rate"],
+        &out3,
+    );
     assert!(
         r2["stats"]["matched"][0].as_u64() < r1["stats"]["matched"][0].as_u64(),
         "a 1h ttl matches fewer rows: {r2}"
