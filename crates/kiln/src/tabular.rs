@@ -77,21 +77,7 @@ pub fn read(
     })?;
     let schema = meta.schema().clone();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let wanted: Vec<usize> = match columns {
-        None => (0..names.len()).collect(),
-        Some(cols) => cols
-            .iter()
-            .map(|c| {
-                names.iter().position(|n| n == c).with_context(|| {
-                    format!(
-                        "column {c:?} is not in the {role} file {} (its columns: {})",
-                        path.display(),
-                        names.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+    let wanted = wanted_columns(&names, columns, role, path)?;
     let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
     bar.set_length(bar.length().unwrap_or(0) + rows * wanted.len() as u64);
     let read_meta = with_dictionary_strings(&meta)
@@ -154,6 +140,31 @@ fn with_dictionary_strings(
         Arc::clone(meta.metadata()),
         ArrowReaderOptions::new().with_schema(hint),
     )
+}
+
+/// The positions of `columns` among a file's `names` (every column when `None`); a column the
+/// file lacks is an error naming the file and its columns.
+pub(crate) fn wanted_columns(
+    names: &[&str],
+    columns: Option<&[String]>,
+    role: &str,
+    path: &Path,
+) -> anyhow::Result<Vec<usize>> {
+    match columns {
+        None => Ok((0..names.len()).collect()),
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                names.iter().position(|n| n == c).with_context(|| {
+                    format!(
+                        "column {c:?} is not in the {role} file {} (its columns: {})",
+                        path.display(),
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect(),
+    }
 }
 
 fn read_group(

@@ -47,21 +47,8 @@ pub fn read(
         );
     };
     let header: Vec<String> = header.into_iter().map(|c| c.into_owned()).collect();
-    let wanted: Vec<usize> = match columns {
-        None => (0..header.len()).collect(),
-        Some(cols) => cols
-            .iter()
-            .map(|c| {
-                header.iter().position(|n| n == c).with_context(|| {
-                    format!(
-                        "column {c:?} is not in the {role} file {} (its columns: {})",
-                        path.display(),
-                        header.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+    let names: Vec<&str> = header.iter().map(String::as_str).collect();
+    let wanted = crate::tabular::wanted_columns(&names, columns, role, path)?;
     // Pass 1: the kind of each column, and whether it has missing values.
     let mut kinds = vec![Kind::Empty; header.len()];
     let mut missing = vec![false; header.len()];
