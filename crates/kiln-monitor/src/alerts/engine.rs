@@ -50,8 +50,8 @@ pub struct AlertEngine {
     provider_errors: AtomicU64,
     transitions: AtomicU64,
     state_file: Option<PathBuf>,
-    /// What the state file holds now (to write it only when it changes).
-    saved: tokio::sync::Mutex<String>,
+    /// What the state file holds now (to write it only when an alert's state changes).
+    saved: tokio::sync::Mutex<Vec<SavedAlert>>,
 }
 
 impl std::fmt::Debug for AlertEngine {
@@ -74,13 +74,13 @@ impl AlertEngine {
     ) -> Result<Arc<AlertEngine>, AlertError> {
         let notifiers = Notifiers::start(&plan.webhooks, &plan.source)?;
         let mut evaluator = Evaluator::new(plan.rules);
-        let mut saved = String::new();
+        let mut saved = Vec::new();
         if let Some(path) = &plan.state_file {
             match load_state(path) {
-                Ok(Some((text, alerts))) => {
-                    let n = evaluator.restore(alerts);
+                Ok(Some(alerts)) => {
+                    let n = evaluator.restore(alerts.clone());
                     tracing::info!(file = %path.display(), alerts = n, "alert state restored");
-                    saved = text;
+                    saved = alerts;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -169,7 +169,7 @@ impl AlertEngine {
         Ok(transitions)
     }
 
-    /// Writes the state file when the state changed since it was last written.
+    /// Writes the state file when an alert's state changed since it was last written.
     async fn save(&self) {
         let Some(path) = &self.state_file else {
             return;
@@ -179,6 +179,10 @@ impl AlertEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .saved();
+        let mut saved = self.saved.lock().await;
+        if saved.len() == alerts.len() && saved.iter().zip(&alerts).all(|(a, b)| a.same_state(b)) {
+            return;
+        }
         let text = match serde_json::to_string_pretty(&alerts) {
             Ok(t) => t,
             Err(e) => {
@@ -186,13 +190,9 @@ impl AlertEngine {
                 return;
             }
         };
-        let mut saved = self.saved.lock().await;
-        if *saved == text {
-            return;
-        }
-        let (path, body) = (path.clone(), text.clone());
-        match tokio::task::spawn_blocking(move || write_atomic(&path, body.as_bytes())).await {
-            Ok(Ok(())) => *saved = text,
+        let path = path.clone();
+        match tokio::task::spawn_blocking(move || write_atomic(&path, text.as_bytes())).await {
+            Ok(Ok(())) => *saved = alerts,
             Ok(Err(e)) => tracing::warn!("alert state not saved: {e}"),
             Err(e) => tracing::warn!("alert state not saved: {e}"),
         }
@@ -234,7 +234,7 @@ impl AlertEngine {
 }
 
 /// Reads a state file: `None` when there is none.
-fn load_state(path: &Path) -> Result<Option<(String, Vec<SavedAlert>)>, String> {
+fn load_state(path: &Path) -> Result<Option<Vec<SavedAlert>>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -242,7 +242,7 @@ fn load_state(path: &Path) -> Result<Option<(String, Vec<SavedAlert>)>, String> 
     };
     let alerts =
         serde_json::from_str(&text).map_err(|e| format!("not an alert state file: {e}"))?;
-    Ok(Some((text, alerts)))
+    Ok(Some(alerts))
 }
 
 /// Writes `bytes` beside `path`, syncs, and renames it over `path`.

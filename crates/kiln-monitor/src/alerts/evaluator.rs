@@ -165,6 +165,26 @@ pub(crate) struct SavedAlert {
     track: Track,
 }
 
+impl SavedAlert {
+    /// Whether both hold the same alert in the same state; the last reading (value, time of
+    /// evaluation) aside, which changes at every evaluation and is not worth a write.
+    pub(crate) fn same_state(&self, other: &SavedAlert) -> bool {
+        (
+            &self.rule,
+            self.kind,
+            &self.subject,
+            self.track.phase,
+            self.track.resolved,
+        ) == (
+            &other.rule,
+            other.kind,
+            &other.subject,
+            other.track.phase,
+            other.track.resolved,
+        )
+    }
+}
+
 /// The rules and the state of each (rule, subject).
 #[derive(Debug)]
 pub struct Evaluator {
