@@ -149,6 +149,27 @@ impl From<FeatureError> for OipError {
     }
 }
 
+impl From<kiln_stream::StreamError> for OipError {
+    fn from(e: kiln_stream::StreamError) -> OipError {
+        use kiln_stream::StreamError as E;
+        let status = match &e {
+            E::BadEvent { .. } => StatusCode::BAD_REQUEST,
+            E::UnknownSource(_) => StatusCode::NOT_FOUND,
+            // Another process holds the log: retrying later may work.
+            E::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            E::Setup(_) | E::Io { .. } | E::Corrupt { .. } | E::Store(_) | E::Parquet { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        OipError {
+            status,
+            message: e.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
 impl IntoResponse for OipError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

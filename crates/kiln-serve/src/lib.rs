@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod monitor;
 mod oip;
 mod predict;
+mod push;
 mod state;
 pub mod tensor;
 pub mod trace;
@@ -96,6 +97,8 @@ pub fn router(state: ServeState) -> Router {
         .route("/v1/models/{name}/drift", get(drift::get))
         .route("/v1/models/{name}/drift/pin", post(drift::pin))
         .route("/v1/alerts", get(alerts::list))
+        // Events into a source's log, for the streaming aggregations.
+        .route("/v1/push/{source}", post(push::push))
         .layer(DefaultBodyLimit::max(state.max_request_bytes()))
         .with_state(state.clone())
         // The same protocol over gRPC, on the same port (HTTP/2).

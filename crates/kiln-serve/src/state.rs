@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub monitor: MonitorOptions,
     /// Alert rules, evaluated in the server against its live signals.
     pub alerts: Option<kiln_monitor::alerts::AlertPlan>,
+    /// The event logs `POST /v1/push/{source}` appends to (absent: the endpoint answers 404).
+    pub push: Option<Arc<kiln_stream::push::PushHub>>,
 }
 
 impl Default for ServeOptions {
@@ -42,6 +44,7 @@ impl Default for ServeOptions {
             max_request_bytes: 64 << 20,
             monitor: MonitorOptions::default(),
             alerts: None,
+            push: None,
         }
     }
 }
@@ -88,6 +91,7 @@ pub(crate) struct Inner {
     monitor: Monitoring,
     alerts: std::sync::OnceLock<Arc<kiln_monitor::alerts::AlertEngine>>,
     max_request_bytes: usize,
+    push: Option<Arc<kiln_stream::push::PushHub>>,
 }
 
 impl ServeState {
@@ -119,6 +123,7 @@ impl ServeState {
                 monitor: Monitoring::start(monitor_options),
                 alerts: std::sync::OnceLock::new(),
                 max_request_bytes: options.max_request_bytes,
+                push: options.push,
             }),
         };
         if let Some(plan) = alerts {
@@ -171,6 +176,11 @@ impl ServeState {
     /// The event bus and the monitoring observers.
     pub fn monitor(&self) -> &Monitoring {
         &self.inner.monitor
+    }
+
+    /// The event logs pushes append to, when streaming is set up.
+    pub fn push_hub(&self) -> Option<&Arc<kiln_stream::push::PushHub>> {
+        self.inner.push.as_ref()
     }
 
     pub fn max_request_bytes(&self) -> usize {

@@ -11,6 +11,7 @@ mod http;
 mod output;
 mod progress;
 mod project;
+mod streaming;
 mod tabular;
 mod tabular_csv;
 mod telemetry;

@@ -96,6 +96,7 @@ impl Project {
                 };
                 Some(plan)
             },
+            push: None,
         })
     }
 

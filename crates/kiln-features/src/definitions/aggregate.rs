@@ -33,7 +33,7 @@ pub(super) struct Context<'a> {
 }
 
 /// The type a source column is read as for aggregation, or `None` if it cannot be.
-pub(crate) fn input_type(t: &DataType) -> Option<ValueType> {
+pub fn input_type(t: &DataType) -> Option<ValueType> {
     use DataType as D;
     Some(match t {
         D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 => {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use kiln_core::spec::{EntitySpec, FeatureServiceSpec, FeatureViewSpec, SourceSpec, ViewVersion};
 use kiln_core::time::Micros;
 
+pub use aggregate::input_type;
 pub use diagnostic::Diagnostic;
 
 use crate::FeatureError;

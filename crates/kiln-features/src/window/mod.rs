@@ -20,7 +20,7 @@
 
 mod kernel;
 pub mod oracle;
-mod swag;
+pub mod swag;
 
 use arrow_array::ArrayRef;
 use kiln_core::spec::{AggregationSpec, Field, ViewVersion};

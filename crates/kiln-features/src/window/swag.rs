@@ -10,7 +10,7 @@
 //! of the newer part, each built left to right or right to left over the window alone.
 
 /// An associative combine with an identity. `combine(a, b)` has `a` older than `b`.
-pub(crate) trait Monoid: Copy {
+pub trait Monoid: Copy {
     const IDENTITY: Self;
     fn combine(self, newer: Self) -> Self;
 }
@@ -72,7 +72,7 @@ impl<M: Monoid> TwoStacks<M> {
 
 /// Minimum of integers (`i64::MAX` when empty: callers check the count).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MinI(pub i64);
+pub struct MinI(pub i64);
 impl Monoid for MinI {
     const IDENTITY: Self = MinI(i64::MAX);
     fn combine(self, b: Self) -> Self {
@@ -81,7 +81,7 @@ impl Monoid for MinI {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MaxI(pub i64);
+pub struct MaxI(pub i64);
 impl Monoid for MaxI {
     const IDENTITY: Self = MaxI(i64::MIN);
     fn combine(self, b: Self) -> Self {
@@ -91,7 +91,7 @@ impl Monoid for MaxI {
 
 /// Minimum of finite floats (`+inf` when empty).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MinF(pub f64);
+pub struct MinF(pub f64);
 impl Monoid for MinF {
     const IDENTITY: Self = MinF(f64::INFINITY);
     fn combine(self, b: Self) -> Self {
@@ -100,7 +100,7 @@ impl Monoid for MinF {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MaxF(pub f64);
+pub struct MaxF(pub f64);
 impl Monoid for MaxF {
     const IDENTITY: Self = MaxF(f64::NEG_INFINITY);
     fn combine(self, b: Self) -> Self {
@@ -111,15 +111,15 @@ impl Monoid for MaxF {
 /// A compensated float sum: the value is `hi + lo`, where `lo` collects the rounding errors of
 /// the additions (Neumaier / TwoSum), so sums of values of very different sizes stay accurate.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SumF {
+pub struct SumF {
     hi: f64,
     lo: f64,
 }
 impl SumF {
-    pub(crate) fn of(v: f64) -> Self {
+    pub fn of(v: f64) -> Self {
         SumF { hi: v, lo: 0.0 }
     }
-    pub(crate) fn value(self) -> f64 {
+    pub fn value(self) -> f64 {
         self.hi + self.lo
     }
 }
@@ -140,13 +140,13 @@ impl Monoid for SumF {
 /// at large offsets (values near 1e9 with a spread of 1 keep their variance), unlike
 /// `E[x^2] - E[x]^2`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Moments {
+pub struct Moments {
     n: f64,
     mean: f64,
     m2: f64,
 }
 impl Moments {
-    pub(crate) fn of(v: f64) -> Self {
+    pub fn of(v: f64) -> Self {
         Moments {
             n: 1.0,
             mean: v,
@@ -154,7 +154,7 @@ impl Moments {
         }
     }
     /// Population standard deviation; `None` when empty.
-    pub(crate) fn stddev(self) -> Option<f64> {
+    pub fn stddev(self) -> Option<f64> {
         (self.n > 0.0).then(|| (self.m2 / self.n).max(0.0).sqrt())
     }
 }

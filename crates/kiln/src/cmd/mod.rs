@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod consistency;
 mod dataset;
 mod demo;
 mod drift;
@@ -13,6 +14,7 @@ mod materialize;
 pub(crate) mod models;
 mod score;
 mod serve;
+mod stream;
 
 use std::path::PathBuf;
 
@@ -79,6 +81,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Compare an aggregated view's online values with a batch recomputation at the same
+    /// times (exit status 2 with --fail-on-mismatch when any differ).
+    Consistency(consistency::ConsistencyArgs),
+    /// Streaming aggregations: run them, push events, see where they stand.
+    Stream {
+        #[command(subcommand)]
+        cmd: stream::StreamCmd,
+    },
     /// Watch Kiln work end to end on a temporary example project.
     Demo(demo::DemoArgs),
     /// Benchmark helpers: data generation and an HTTP load generator.
@@ -125,6 +135,8 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(&ctx, a).await,
         Command::Features { cmd } => features::run(&ctx, cmd).await,
         Command::Models { cmd } => models::run(&ctx, cmd).await,
+        Command::Consistency(a) => consistency::run(&ctx, a).await,
+        Command::Stream { cmd } => stream::run(&ctx, cmd).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
         Command::Bench { cmd } => bench::run(&ctx, cmd).await,
         Command::Drift(a) => drift::run(&ctx, a).await,

@@ -2,6 +2,8 @@
 //! (`[tracing]`) are set up here, once kiln.toml is read, and flushed when it stops.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,12 +42,35 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     let registry = project.registry().await?;
     let state = registry.state().await?;
     let store = project.online_store()?;
-    let serve_state = ServeState::new(
-        state,
-        Some(registry),
-        store.clone(),
-        project.serve_options()?,
-    );
+    let mut options = project.serve_options()?;
+    let streams = crate::streaming::streamed(project, &state, &[])?;
+    if !streams.is_empty() {
+        let schemas = streams
+            .iter()
+            .map(|s| s.schema())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        options.push = Some(Arc::new(kiln_stream::push::PushHub::open(
+            &project.config.stream.dir(&project.dir),
+            schemas,
+        )?));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut embedded = Vec::new();
+    if project.config.stream.embedded {
+        for s in &streams {
+            let mut stream = s.open(project)?;
+            let (store, stop, rt) = (
+                store.clone(),
+                stop.clone(),
+                tokio::runtime::Handle::current(),
+            );
+            eprintln!("streaming source {} in this server", s.source);
+            embedded.push(tokio::task::spawn_blocking(move || {
+                kiln_stream::pipeline::run(&mut stream, &rt, &store, &stop, false, |_, _| {})
+            }));
+        }
+    }
+    let serve_state = ServeState::new(state, Some(registry), store.clone(), options);
     serve_state.preload_models().await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -61,7 +86,17 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         store.describe()
     );
-    kiln_serve::serve(listener, serve_state, refresh, shutdown_signal()).await?;
+    let served = kiln_serve::serve(listener, serve_state, refresh, shutdown_signal()).await;
+    // The embedded streams checkpoint and stop once the server has drained.
+    stop.store(true, Ordering::Relaxed);
+    for t in embedded {
+        match t.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("stream stopped with an error: {e}"),
+            Err(e) => eprintln!("stream task failed: {e}"),
+        }
+    }
+    served?;
     eprintln!("kiln stopped");
     Ok(())
 }

@@ -13,9 +13,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod monitor;
+mod stream;
 
 pub use crate::telemetry::TracingConfig;
 pub use monitor::MonitorConfig;
+pub use stream::StreamConfig;
 
 pub const CONFIG_FILE: &str = "kiln.toml";
 const ENV_PREFIX: &str = "KILN__";
@@ -46,6 +48,8 @@ pub struct Config {
     pub alerts: kiln_monitor::alerts::AlertsConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    #[serde(default)]
+    pub stream: StreamConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -374,6 +378,7 @@ impl Config {
             errors.push("offline_store.memory_budget_mb must be at least 1".to_string());
         }
         self.monitor.validate(&mut errors);
+        self.stream.validate(&mut errors);
         if let Err(kiln_monitor::alerts::AlertError::InvalidConfig { problems }) =
             self.alerts.validate(&|k| std::env::var(k).ok())
         {

@@ -20,4 +20,5 @@ mod pipeline;
 mod s3;
 mod serve;
 mod serving;
+mod streaming;
 mod tracing;

@@ -1,0 +1,300 @@
+//! The embedded event log: one append-only file per source (`events.log` in the source's log
+//! directory), the default place events go before anything computes on them.
+//!
+//! Each event is a frame `[length u32][checksum u32][payload]` (little-endian; the checksum is
+//! the low 32 bits of the payload's XXH3). An append writes its frames and `fsync`s before it
+//! returns, so the push API acknowledges only what survives a crash. An event's offset is the
+//! byte position of its frame: offsets only grow, which makes them the stream's sequence
+//! numbers and its checkpoint positions.
+//!
+//! One process appends (a `LOCK` file, held with an OS lock, keeps a second one out); any
+//! number read. A crash in the middle of an append leaves a torn frame at the end, which
+//! readers stop at and the next writer cuts off. The log is not yet segmented or trimmed: it
+//! grows until it is deleted.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::StreamError;
+
+const FRAME_HEADER: usize = 8;
+/// The largest event accepted (a frame's length is checked against it on read, so a corrupt
+/// length cannot make a reader allocate gigabytes).
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+const LOG_FILE: &str = "events.log";
+
+fn checksum(payload: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(payload) as u32
+}
+
+/// Appends events; one per log at a time.
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+    end: u64,
+    _lock: File,
+}
+
+impl LogWriter {
+    /// Opens (creating) the log in `dir`, cutting off a torn frame a crash left at its end.
+    pub fn open(dir: &Path) -> Result<LogWriter, StreamError> {
+        std::fs::create_dir_all(dir).map_err(StreamError::io(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StreamError::io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(StreamError::Locked { path: lock_path });
+        }
+        let mut lock = lock;
+        lock.set_len(0).map_err(StreamError::io(&lock_path))?;
+        let _ = write!(lock, "{}", std::process::id());
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StreamError::io(&path))?;
+        let mut reader = LogReader::from_file(
+            path.clone(),
+            file.try_clone().map_err(StreamError::io(&path))?,
+            0,
+        );
+        loop {
+            if reader.read(4096)?.is_empty() {
+                break;
+            }
+        }
+        let end = reader.position();
+        let len = file.metadata().map_err(StreamError::io(&path))?.len();
+        if len > end {
+            tracing::warn!(
+                log = %path.display(),
+                "cutting off {} bytes of a torn append at the end of the event log",
+                len - end
+            );
+            file.set_len(end).map_err(StreamError::io(&path))?;
+            file.sync_all().map_err(StreamError::io(&path))?;
+        }
+        Ok(LogWriter {
+            path,
+            file,
+            end,
+            _lock: lock,
+        })
+    }
+
+    /// Appends `events` (each already encoded) durably; returns the offset of the first and
+    /// the log's new end.
+    pub fn append(&mut self, events: &[Vec<u8>]) -> Result<(u64, u64), StreamError> {
+        let mut buf = Vec::with_capacity(events.iter().map(|e| e.len() + FRAME_HEADER).sum());
+        for e in events {
+            if e.len() > MAX_EVENT_BYTES {
+                return Err(StreamError::BadEvent {
+                    at: "event".into(),
+                    message: format!(
+                        "{} bytes is larger than the {MAX_EVENT_BYTES}-byte limit",
+                        e.len()
+                    ),
+                });
+            }
+            buf.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&checksum(e).to_le_bytes());
+            buf.extend_from_slice(e);
+        }
+        let first = self.end;
+        let result = self
+            .file
+            .write_all_at(&buf, first)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            // Whatever part was written is a torn tail: cut it so the log stays well-formed.
+            let _ = self.file.set_len(first);
+            return Err(StreamError::Io {
+                path: self.path.clone(),
+                source: e,
+            });
+        }
+        self.end = first + buf.len() as u64;
+        Ok((first, self.end))
+    }
+
+    /// The offset the next event will get.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
+/// One event read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Reads a log from an offset onwards; sees events as they are appended.
+pub struct LogReader {
+    path: PathBuf,
+    file: File,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl LogReader {
+    /// A reader of the log in `dir` starting at `offset` (0, or an offset a checkpoint
+    /// recorded). A log that does not exist yet reads as empty until it does.
+    pub fn open(dir: &Path, offset: u64) -> Result<LogReader, StreamError> {
+        std::fs::create_dir_all(dir).map_err(StreamError::io(dir))?;
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(StreamError::io(&path))?;
+        let len = file.metadata().map_err(StreamError::io(&path))?.len();
+        if offset > len {
+            return Err(StreamError::Corrupt {
+                path,
+                message: format!(
+                    "the checkpoint's offset {offset} is past the log's end ({len} bytes): the log was replaced or cut; delete the checkpoint to start over"
+                ),
+            });
+        }
+        Ok(Self::from_file(path, file, offset))
+    }
+
+    fn from_file(path: PathBuf, file: File, pos: u64) -> LogReader {
+        LogReader {
+            path,
+            file,
+            pos,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The offset of the next event to read.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Up to `max` complete events from the current position (fewer, or none, at the end).
+    pub fn read(&mut self, max: usize) -> Result<Vec<Logged>, StreamError> {
+        let mut out = Vec::new();
+        let mut chunk = 1 << 20;
+        while out.len() < max {
+            self.buf.resize(chunk, 0);
+            let n = self
+                .file
+                .read_at(&mut self.buf, self.pos)
+                .map_err(StreamError::io(&self.path))?;
+            let data = &self.buf[..n];
+            let mut at = 0usize;
+            let mut need_more = false;
+            while out.len() < max {
+                if data.len() - at < FRAME_HEADER {
+                    need_more = n == chunk;
+                    break;
+                }
+                let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+                    as usize;
+                let sum =
+                    u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
+                if len > MAX_EVENT_BYTES {
+                    // A torn or corrupt header: nothing after it is readable.
+                    break;
+                }
+                let start = at + FRAME_HEADER;
+                if data.len() - start < len {
+                    need_more = n == chunk;
+                    if need_more && at == 0 {
+                        chunk = (FRAME_HEADER + len).max(chunk * 2);
+                    }
+                    break;
+                }
+                let payload = &data[start..start + len];
+                if checksum(payload) != sum {
+                    // A frame still being written (or torn by a crash): stop before it.
+                    break;
+                }
+                out.push(Logged {
+                    offset: self.pos + at as u64,
+                    payload: payload.to_vec(),
+                });
+                at = start + len;
+            }
+            self.pos += at as u64;
+            if !need_more {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_read_back_in_order_from_any_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = LogWriter::open(dir.path()).expect("open");
+        let (a, end) = w
+            .append(&[b"one".to_vec(), b"two".to_vec()])
+            .expect("append");
+        assert_eq!(a, 0);
+        let (b, _) = w.append(&[vec![7u8; 3_000_000]]).expect("append big");
+        assert_eq!(b, end);
+        let mut r = LogReader::open(dir.path(), 0).expect("reader");
+        let got = r.read(10).expect("read");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].payload, b"two");
+        assert_eq!(got[2].payload.len(), 3_000_000);
+        assert!(r.read(10).expect("read at end").is_empty());
+        let mut r = LogReader::open(dir.path(), got[1].offset).expect("reader");
+        assert_eq!(r.read(1).expect("read")[0].payload, b"two");
+        // A second writer is refused while the first holds the log.
+        assert!(matches!(
+            LogWriter::open(dir.path()),
+            Err(StreamError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn a_torn_append_is_invisible_and_cut_off_by_the_next_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let end = {
+            let mut w = LogWriter::open(dir.path()).expect("open");
+            w.append(&[b"kept".to_vec()]).expect("append").1
+        };
+        // A crash halfway through a frame: header and part of the payload.
+        let path = dir.path().join(LOG_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(&[10, 0, 0, 0, 1, 2, 3, 4, b'x'])
+            .expect("write");
+        drop(f);
+        let mut r = LogReader::open(dir.path(), 0).expect("reader");
+        assert_eq!(r.read(10).expect("read").len(), 1);
+        assert_eq!(r.position(), end);
+        let mut w = LogWriter::open(dir.path()).expect("reopen");
+        assert_eq!(w.end(), end);
+        w.append(&[b"next".to_vec()]).expect("append");
+        let got = LogReader::open(dir.path(), 0)
+            .expect("reader")
+            .read(10)
+            .expect("read");
+        assert_eq!(
+            got.iter().map(|l| l.payload.as_slice()).collect::<Vec<_>>(),
+            [b"kept".as_slice(), b"next"]
+        );
+    }
+}

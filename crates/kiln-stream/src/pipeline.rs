@@ -1,0 +1,295 @@
+//! One source's stream: read the log from the checkpoint, check lateness, apply each event to
+//! every aggregated view of the source, write changed rows to the online store after every
+//! batch, and at each checkpoint write the accepted events to the offline store and save the
+//! state.
+//!
+//! The order at a checkpoint is offline parts, dead letters, then the checkpoint file: a crash
+//! anywhere before the rename leaves the previous checkpoint in force, and opening the stream
+//! again removes the parts and dead letters written after it before replaying.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use kiln_core::spec::ViewVersion;
+use kiln_core::time::{Micros, format_duration, format_timestamp};
+use kiln_store::online::{OnlineStore, WriteSummary};
+
+use crate::StreamError;
+use crate::checkpoint::{Checkpoint, SavedKey, SavedView};
+use crate::event::{EventSchema, decode_row};
+use crate::log::LogReader;
+use crate::operator::ViewOperator;
+use crate::sink::{DeadLetters, OfflineSink};
+use crate::window::Plan;
+
+/// How a stream runs.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// How far behind the stream's time (the greatest event time seen) an event may be and
+    /// still be applied; later ones go to the dead-letter file.
+    pub allowed_lateness: Micros,
+    /// Save a checkpoint (and write the offline store) this often...
+    pub checkpoint_interval: Duration,
+    /// ...or when this many events are waiting for the offline store.
+    pub checkpoint_events: usize,
+    /// Events read per batch.
+    pub batch: usize,
+    /// How long to wait for new events when the log has none.
+    pub idle_poll: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            allowed_lateness: 5 * 60 * 1_000_000,
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_events: 1_000_000,
+            batch: 4096,
+            idle_poll: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Where a source's stream keeps its files (`.kiln/stream/{source}/` by default).
+pub fn source_dir(stream_dir: &Path, source: &str) -> PathBuf {
+    stream_dir.join(source)
+}
+
+/// Online rows keyed by entity key, as the store writes them.
+pub type Rows = Vec<(Vec<u8>, kiln_store::online::StoredRow)>;
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub events: usize,
+    pub late: usize,
+    /// Per view (index into the operators), its changed rows.
+    pub rows: Vec<(usize, Rows)>,
+}
+
+/// The stream of one source.
+pub struct SourceStream {
+    pub schema: EventSchema,
+    operators: Vec<ViewOperator>,
+    reader: LogReader,
+    offline: OfflineSink,
+    dead: DeadLetters,
+    stream_time: Micros,
+    opts: StreamOptions,
+    checkpoint_path: PathBuf,
+    last_checkpoint: Instant,
+    /// Events applied since this process started.
+    pub applied: u64,
+}
+
+impl SourceStream {
+    /// Opens the stream of the source that `views` (aggregated views of one source) read,
+    /// whose Parquet data is the directory `source_path` with columns `arrow`; `dir` is its
+    /// stream directory.
+    pub fn open(
+        dir: &Path,
+        source_path: &Path,
+        views: &[&ViewVersion],
+        arrow: &SchemaRef,
+        opts: StreamOptions,
+    ) -> Result<SourceStream, StreamError> {
+        let schema = EventSchema::new(views, arrow)?;
+        let mut operators = views
+            .iter()
+            .map(|v| Plan::new(v, &schema).map(ViewOperator::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let checkpoint_path = dir.join("checkpoint");
+        let mut checkpoint = Checkpoint::load(&checkpoint_path)?.unwrap_or_default();
+        let same_views = checkpoint.views.len() == operators.len()
+            && checkpoint
+                .views
+                .iter()
+                .zip(&operators)
+                .all(|(s, o)| s.name == o.view().name && s.version == o.view().version);
+        if !same_views && checkpoint.offset > 0 {
+            tracing::warn!(
+                source = %schema.source,
+                "the source's aggregated views changed since the last checkpoint: rebuilding their state from the start of the log"
+            );
+            checkpoint = Checkpoint::default();
+        }
+        for (saved, op) in checkpoint.views.drain(..).zip(operators.iter_mut()) {
+            for k in saved.keys {
+                op.restore(k.key, k.as_of, k.seq, k.events);
+            }
+        }
+        Ok(SourceStream {
+            reader: LogReader::open(dir, checkpoint.offset)?,
+            offline: OfflineSink::open(source_path, checkpoint.offset)?,
+            dead: DeadLetters::open(
+                &dir.join("dead-letters.jsonl"),
+                checkpoint.dead_letter_bytes,
+            )?,
+            stream_time: checkpoint.stream_time,
+            schema,
+            operators,
+            opts,
+            checkpoint_path,
+            last_checkpoint: Instant::now(),
+            applied: 0,
+        })
+    }
+
+    pub fn operators(&self) -> &[ViewOperator] {
+        &self.operators
+    }
+
+    /// The offset of the next event to read.
+    pub fn position(&self) -> u64 {
+        self.reader.position()
+    }
+
+    /// The greatest event time applied.
+    pub fn stream_time(&self) -> Micros {
+        self.stream_time
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead
+    }
+
+    /// Reads and applies one batch; returns the online rows that changed.
+    pub fn step(&mut self) -> Result<Step, StreamError> {
+        let logged = self.reader.read(self.opts.batch)?;
+        let mut step = Step {
+            events: logged.len(),
+            ..Step::default()
+        };
+        for l in logged {
+            let row = decode_row(&l.payload, self.schema.columns.len()).map_err(|message| {
+                StreamError::Corrupt {
+                    path: self.checkpoint_path.with_file_name("events.log"),
+                    message: format!("event at offset {}: {message}", l.offset),
+                }
+            })?;
+            let ts = self.schema.event_ts(&row);
+            let watermark = self.stream_time.saturating_sub(self.opts.allowed_lateness);
+            if ts < watermark {
+                let reason = format!(
+                    "late: event time {} is more than the allowed lateness ({}) before the stream's time {}",
+                    format_timestamp(ts),
+                    format_duration((self.opts.allowed_lateness / 1_000_000) as u64),
+                    format_timestamp(self.stream_time)
+                );
+                self.dead.write(&self.schema, &row, l.offset, &reason)?;
+                step.late += 1;
+                continue;
+            }
+            self.stream_time = self.stream_time.max(ts);
+            for op in &mut self.operators {
+                op.apply(&self.schema, &row, l.offset);
+            }
+            self.offline.push(row, l.offset);
+            self.applied += 1;
+        }
+        for (i, op) in self.operators.iter_mut().enumerate() {
+            op.advance(self.stream_time);
+            let rows = op.drain();
+            if !rows.is_empty() {
+                step.rows.push((i, rows));
+            }
+        }
+        Ok(step)
+    }
+
+    pub fn checkpoint_due(&self) -> bool {
+        self.offline.buffered() >= self.opts.checkpoint_events
+            || (self.offline.buffered() > 0
+                && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval)
+    }
+
+    /// Writes the buffered events to the offline store and saves the state.
+    pub fn checkpoint(&mut self) -> Result<(), StreamError> {
+        let offset = self.reader.position();
+        self.offline.flush(&self.schema, offset)?;
+        let dead_letter_bytes = self.dead.sync()?;
+        let views = self
+            .operators
+            .iter()
+            .map(|op| SavedView {
+                name: op.view().name.clone(),
+                version: op.view().version,
+                keys: op
+                    .states()
+                    .filter(|k| !k.is_empty() || k.as_of != Micros::MIN)
+                    .map(|k| SavedKey {
+                        key: k.key.clone(),
+                        as_of: k.as_of,
+                        seq: k.seq,
+                        events: k.events().cloned().collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Checkpoint {
+            offset,
+            stream_time: self.stream_time,
+            dead_letter_bytes,
+            views,
+        }
+        .save(&self.checkpoint_path)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub source: String,
+    pub events: u64,
+    pub late: u64,
+    pub rows_written: u64,
+    pub position: u64,
+    pub stream_time: Option<String>,
+    pub dead_letters: String,
+}
+
+/// Runs a stream on the current thread until `stop` is set (or, with `until_idle`, until the
+/// log has nothing more), writing rows through `rt`; checkpoints at the end.
+pub fn run(
+    stream: &mut SourceStream,
+    rt: &tokio::runtime::Handle,
+    store: &Arc<dyn OnlineStore>,
+    stop: &AtomicBool,
+    until_idle: bool,
+    mut progress: impl FnMut(&SourceStream, &Step),
+) -> Result<RunSummary, StreamError> {
+    let mut summary = RunSummary {
+        source: stream.schema.source.clone(),
+        ..RunSummary::default()
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut step = stream.step()?;
+        summary.events += step.events as u64;
+        summary.late += step.late as u64;
+        for (i, rows) in std::mem::take(&mut step.rows) {
+            let table = stream.operators[i].table();
+            summary.rows_written += rows.len() as u64;
+            let _: WriteSummary = rt.block_on(store.write_batch(table, rows))?;
+        }
+        progress(stream, &step);
+        if stream.checkpoint_due() {
+            stream.checkpoint()?;
+        }
+        if step.events == 0 {
+            if until_idle {
+                break;
+            }
+            std::thread::sleep(stream.opts.idle_poll);
+        }
+    }
+    stream.checkpoint()?;
+    summary.position = stream.position();
+    summary.stream_time = (stream.stream_time != 0).then(|| format_timestamp(stream.stream_time));
+    summary.dead_letters = stream.dead.path().display().to_string();
+    Ok(summary)
+}

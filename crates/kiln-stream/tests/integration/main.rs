@@ -1,0 +1,4 @@
+//! kiln-stream's integration tests: one binary (see STYLE.md).
+
+mod common;
+mod operator;

@@ -1,0 +1,101 @@
+//! `[stream]`: the embedded event log, the streaming aggregation it feeds, and whether
+//! `kiln serve` runs that stream itself.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiln_core::time::parse_duration;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Event logs, checkpoints and dead letters, one directory per source, relative to the
+    /// project.
+    #[serde(default = "default_dir")]
+    pub dir: String,
+    /// Events this far behind the stream's time are still applied; later ones are dead letters.
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness: String,
+    /// How often state is checkpointed and events are written to the offline store.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: String,
+    /// ...or when this many events are waiting for the offline store.
+    #[serde(default = "default_checkpoint_events")]
+    pub checkpoint_events: usize,
+    /// Events read and applied per batch (rows are written to the online store per batch).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// `kiln serve` runs the stream of every streamed source in-process (no separate
+    /// `kiln stream run`).
+    #[serde(default)]
+    pub embedded: bool,
+}
+
+fn default_dir() -> String {
+    ".kiln/stream".into()
+}
+fn default_lateness() -> String {
+    "5m".into()
+}
+fn default_checkpoint_interval() -> String {
+    "10s".into()
+}
+fn default_checkpoint_events() -> usize {
+    1_000_000
+}
+fn default_batch() -> usize {
+    4096
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            dir: default_dir(),
+            allowed_lateness: default_lateness(),
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_events: default_checkpoint_events(),
+            batch: default_batch(),
+            embedded: false,
+        }
+    }
+}
+
+impl StreamConfig {
+    pub fn validate(&self, errors: &mut Vec<String>) {
+        for (key, value) in [
+            ("allowed_lateness", &self.allowed_lateness),
+            ("checkpoint_interval", &self.checkpoint_interval),
+        ] {
+            if let Err(e) = parse_duration(value) {
+                errors.push(format!("stream.{key}: {e}"));
+            }
+        }
+        for (key, value) in [
+            ("batch", self.batch),
+            ("checkpoint_events", self.checkpoint_events),
+        ] {
+            if value == 0 {
+                errors.push(format!("stream.{key} must be at least 1"));
+            }
+        }
+    }
+
+    pub fn dir(&self, project: &Path) -> PathBuf {
+        project.join(&self.dir)
+    }
+
+    /// The options of a stream (the configuration was validated when loaded).
+    pub fn options(&self) -> kiln_stream::pipeline::StreamOptions {
+        let secs = |s: &str| parse_duration(s).unwrap_or(0);
+        kiln_stream::pipeline::StreamOptions {
+            allowed_lateness: i64::try_from(secs(&self.allowed_lateness))
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+            checkpoint_interval: Duration::from_secs(secs(&self.checkpoint_interval)),
+            batch: self.batch,
+            checkpoint_events: self.checkpoint_events,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Streaming aggregations end to end: events pushed over HTTP (and from a file), checked on
+//! arrival, aggregated by `kiln stream run` into the online store, written to the offline
+//! store, and compared with the batch recomputation by `kiln consistency`; late events go to
+//! dead letters; and a stream killed with SIGKILL at random moments, restarted each time, ends
+//! in exactly the state of an uninterrupted run.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+
+use crate::common::*;
+
+const DEFS: &str = r#"
+[[entity]]
+name = "card"
+join_keys = [{ name = "card_id", dtype = "int64" }]
+
+[[source]]
+name = "transactions"
+path = "data/transactions"
+timestamp_field = "ts"
+
+[[feature_view]]
+name = "card_activity"
+entities = ["card"]
+source = "transactions"
+
+[[feature_view.aggregations]]
+function = "count"
+windows = ["10m", "1h"]
+
+[[feature_view.aggregations]]
+column = "amount"
+function = "sum"
+windows = ["10m", "1h"]
+
+[[feature_view.aggregations]]
+column = "amount"
+function = "max"
+windows = ["1h"]
+
+[[feature_view.aggregations]]
+column = "merchant"
+function = "count_distinct"
+windows = ["1h"]
+"#;
+
+/// 2026-01-01T00:00:00Z in seconds.
+const T0: i64 = 1_767_225_600;
+
+/// A project whose transactions source is a directory seeded with one old event.
+fn project() -> Project {
+    let p = init(&[]);
+    p.write("features/cards.toml", DEFS);
+    let dir = p.dir.join("data/transactions");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("card_id", Arc::new(Int64Array::from(vec![9]))),
+        (
+            "ts",
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![(T0 - 86_400) * 1_000_000])
+                    .with_timezone("UTC"),
+            ),
+        ),
+        ("amount", Arc::new(Float64Array::from(vec![1.0]))),
+        ("merchant", Arc::new(StringArray::from(vec!["m0"]))),
+    ];
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())
+        .expect("batch");
+    let mut w = ArrowWriter::try_new(
+        File::create(dir.join("seed.parquet")).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    ok(p.run(&["apply"]));
+    p
+}
+
+fn event(card: i64, minute: i64, amount: f64, merchant: &str) -> serde_json::Value {
+    serde_json::json!({
+        "card_id": card,
+        "ts": T0 + minute * 60,
+        "amount": amount,
+        "merchant": merchant,
+    })
+}
+
+/// `kiln features get` for cards in the project at `dir`, as JSON (Feast's response shape).
+fn online(dir: &Path, cards: &str) -> serde_json::Value {
+    json(kiln(
+        dir,
+        &[
+            "-o",
+            "json",
+            "features",
+            "get",
+            "--features",
+            "card_activity:count_10m,card_activity:count_1h,card_activity:amount_sum_1h,card_activity:amount_max_1h,card_activity:merchant_count_distinct_1h",
+            "--entity",
+            &format!("card_id={cards}"),
+        ],
+    ))
+}
+
+#[test]
+fn pushed_events_are_aggregated_online_and_agree_with_the_batch_side() {
+    let p = project();
+    let server = Server::start(&p.dir, &[]);
+
+    // Card 1 at minutes 0, 5, 30, 60; card 2 at minute 1.
+    let events = serde_json::json!([
+        event(1, 0, 10.0, "m1"),
+        event(1, 5, 20.0, "m2"),
+        event(2, 1, 7.0, "m9"),
+        event(1, 30, 5.0, "m1"),
+        event(1, 60, 100.0, "m3"),
+    ]);
+    let (status, body) = post_to(&server.addr, "/v1/push/transactions", events);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 5, "{body}");
+
+    // Bad events are refused with the event and field named, and nothing of the request lands.
+    for (bad, named) in [
+        (
+            serde_json::json!([event(1, 61, 1.0, "m1"), {"ts": T0, "amount": 1.0}]),
+            "events[1].card_id",
+        ),
+        (
+            serde_json::json!([{"card_id": 1, "ts": T0, "amount": "abc"}]),
+            "events[0].amount",
+        ),
+        (
+            serde_json::json!([{"card_id": 1, "ts": "yesterday-ish"}]),
+            "events[0].ts",
+        ),
+        (
+            serde_json::json!({"card_id": 1, "ts": T0, "amout": 2.0}),
+            "event.amout",
+        ),
+    ] {
+        let (status, body) = post_to(&server.addr, "/v1/push/transactions", bad);
+        assert_eq!(status, 400, "{body}");
+        let msg = body["error"].as_str().expect("error message");
+        assert!(msg.starts_with(named), "{msg} should name {named}");
+    }
+    let (status, body) = post_to(&server.addr, "/v1/push/payments", serde_json::json!({}));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("transactions"),
+        "{body}"
+    );
+    assert!(server.stop());
+
+    let runs = json(p.run(&["-o", "json", "stream", "run", "--until-idle"]));
+    assert_eq!(runs[0]["source"], "transactions", "{runs}");
+    assert_eq!(runs[0]["events"], 5, "{runs}");
+    assert_eq!(runs[0]["late"], 0, "{runs}");
+
+    // Card 1 as of minute 60: the 10m window (50, 60] holds minute 60; the 1h window (0, 60]
+    // minutes 5, 30 and 60. Card 2's event left its 10m window at minute 11, so its row is as
+    // of then: nothing in 10m, one event in 1h. Card 3 has no events.
+    let got = online(&p.dir, "1,2,3");
+    let values = |i: usize| got["results"][i]["values"].clone();
+    assert_eq!(values(1), serde_json::json!([1, 0, null]), "{got}");
+    assert_eq!(values(2), serde_json::json!([3, 1, null]), "{got}");
+    assert_eq!(values(3), serde_json::json!([125.0, 7.0, null]), "{got}");
+    assert_eq!(values(4), serde_json::json!([100.0, 7.0, null]), "{got}");
+    assert_eq!(values(5), serde_json::json!([3, 1, null]), "{got}");
+    let times = got["results"][1]["event_timestamps"].clone();
+    assert_eq!(times[0], "2026-01-01T01:00:00Z", "{got}");
+    assert_eq!(times[1], "2026-01-01T00:11:00Z", "{got}");
+
+    // The events reached the offline store, partitioned by date, and the batch side agrees.
+    let part = std::fs::read_dir(p.dir.join("data/transactions/date=2026-01-01"))
+        .expect("date partition")
+        .count();
+    assert_eq!(part, 1);
+    let report = json(p.run(&["-o", "json", "consistency", "card_activity"]));
+    assert_eq!(report["keys_online"], 2, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+    assert!(
+        report["values_compared"].as_u64().expect("count") >= 12,
+        "{report}"
+    );
+
+    // An event older than the allowed lateness (5 minutes behind minute 60) is a dead letter,
+    // not an update; from a file, as JSON lines.
+    let file = p.dir.join("late.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            event(1, 20, 1000.0, "m7"),
+            event(2, 58, 3.0, "m9")
+        ),
+    )
+    .expect("write");
+    ok(p.run(&[
+        "stream",
+        "push",
+        "transactions",
+        file.to_str().expect("utf-8"),
+    ]));
+    let runs = json(p.run(&["-o", "json", "stream", "run", "--until-idle"]));
+    assert_eq!(runs[0]["events"], 2, "{runs}");
+    assert_eq!(runs[0]["late"], 1, "{runs}");
+    let dead = p.read(".kiln/stream/transactions/dead-letters.jsonl");
+    assert!(
+        dead.contains("\"reason\":\"late: event time 2026-01-01T00:20:00Z"),
+        "{dead}"
+    );
+    let status = json(p.run(&["-o", "json", "stream", "status"]));
+    assert_eq!(status[0]["dead_letters"], 1, "{status}");
+    assert_eq!(status[0]["lag_bytes"], 0, "{status}");
+    let got = online(&p.dir, "1,2");
+    assert_eq!(
+        got["results"][2]["values"],
+        serde_json::json!([3, 2]),
+        "{got}"
+    );
+    let report = json(p.run(&["-o", "json", "consistency", "card_activity"]));
+    assert_eq!(report["mismatches"], 0, "{report}");
+}
+
+/// A small LCG: random enough for kill times, reproducible from the printed seed.
+fn next(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *state >> 33
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
+    let p = project();
+    p.write(
+        "kiln.toml",
+        &format!(
+            "{}\n[stream]\ncheckpoint_interval = \"0\"\ncheckpoint_events = 500\nbatch = 97\n",
+            p.read("kiln.toml")
+        ),
+    );
+    // 6,000 events over 40 cards and two hours, some out of order within the lateness.
+    let mut rng = 7u64;
+    let mut lines = String::new();
+    for i in 0..6_000i64 {
+        let jitter = (next(&mut rng) % 120) as i64;
+        let second = i + 200 - jitter;
+        lines.push_str(&format!(
+            "{}\n",
+            serde_json::json!({
+                "card_id": next(&mut rng) % 40,
+                "ts": T0 + second,
+                "amount": (next(&mut rng) % 10_000) as f64 / 100.0,
+                "merchant": format!("m{}", next(&mut rng) % 7),
+            })
+        ));
+    }
+    let file = p.dir.join("events.jsonl");
+    std::fs::write(&file, lines).expect("write");
+    ok(p.run(&[
+        "stream",
+        "push",
+        "transactions",
+        file.to_str().expect("utf-8"),
+    ]));
+
+    let reference = p.dir.with_file_name("reference");
+    copy_dir(&p.dir, &reference);
+    ok(kiln(&reference, &["stream", "run", "--until-idle"]));
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let mut rng = seed;
+    let mut interrupted = 0;
+    for _ in 0..12 {
+        let mut child = kiln_cmd(&p.dir, &["stream", "run"], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stream starts");
+        std::thread::sleep(Duration::from_millis(20 + next(&mut rng) % 300));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let status = json(p.run(&["-o", "json", "stream", "status"]));
+        if status[0]["lag_bytes"] == 0 {
+            break;
+        }
+        interrupted += 1;
+    }
+    assert!(
+        interrupted >= 2,
+        "seed {seed}: only {interrupted} kills landed mid-stream"
+    );
+    ok(p.run(&["stream", "run", "--until-idle"]));
+
+    let cards: Vec<String> = (0..40).map(|c| c.to_string()).collect();
+    let cards = cards.join(",");
+    assert_eq!(
+        online(&p.dir, &cards),
+        online(&reference, &cards),
+        "seed {seed}"
+    );
+    // Every accepted event is in the offline store exactly once.
+    let rows = |dir: &Path| -> usize {
+        let part = dir.join("data/transactions/date=2026-01-01");
+        std::fs::read_dir(part)
+            .expect("partition")
+            .map(|e| e.expect("entry").path())
+            .filter(|f| {
+                f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            })
+            .map(|f| read_parquet(&f).num_rows())
+            .sum()
+    };
+    assert_eq!(rows(&p.dir), rows(&reference), "seed {seed}");
+    let report = json(p.run(&[
+        "-o",
+        "json",
+        "consistency",
+        "card_activity",
+        "--sample",
+        "40",
+    ]));
+    assert_eq!(report["mismatches"], 0, "seed {seed}: {report}");
+    assert_eq!(report["keys_online"], 40, "{report}");
+}
