@@ -42,12 +42,26 @@ pub(crate) async fn push(
         Some(t) if t.starts_with(ARROW_STREAM) => Encoding::ArrowIpc,
         _ => Encoding::Json,
     };
-    let receipt = tokio::task::spawn_blocking(move || hub.push(&source, &body, encoding))
+    let name = source.clone();
+    let result = tokio::task::spawn_blocking(move || hub.push(&source, &body, encoding))
         .await
         .map_err(|e| OipError {
             status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             message: format!("push task failed: {e}"),
             retry_after: None,
-        })??;
-    Ok(Json(receipt))
+        })?;
+    match result {
+        Ok(receipt) => {
+            state.metrics().pushed(&name, Some(receipt.accepted));
+            Ok(Json(receipt))
+        }
+        Err(e) => {
+            let e = OipError::from(e);
+            // Unknown sources are not counted: a typo in a URL must not add series.
+            if e.status == axum::http::StatusCode::BAD_REQUEST {
+                state.metrics().pushed(&name, None);
+            }
+            Err(e)
+        }
+    }
 }

@@ -272,8 +272,44 @@ pub const PROCESS_START: MetricDef = MetricDef {
     buckets: &[],
 };
 
+pub const STREAM_PUSHED: MetricDef = MetricDef {
+    name: "kiln_stream_events_pushed_total",
+    kind: Kind::Counter,
+    labels: &["source"],
+    help: "Events appended to a source's log by POST /v1/push/{source} (durable when counted).",
+    buckets: &[],
+};
+pub const STREAM_PUSH_REJECTED: MetricDef = MetricDef {
+    name: "kiln_stream_push_rejected_total",
+    kind: Kind::Counter,
+    labels: &["source"],
+    help: "Push requests refused with a 4xx (a malformed event; nothing of the request was appended).",
+    buckets: &[],
+};
+pub const STREAM_APPLIED: MetricDef = MetricDef {
+    name: "kiln_stream_events_applied_total",
+    kind: Kind::Counter,
+    labels: &["source"],
+    help: "Events the embedded stream applied to the source's aggregated views.",
+    buckets: &[],
+};
+pub const STREAM_DEAD_LETTERS: MetricDef = MetricDef {
+    name: "kiln_stream_dead_letters_total",
+    kind: Kind::Counter,
+    labels: &["source", "reason"],
+    help: "Events the embedded stream did not apply and wrote to the dead-letter file (reason: late).",
+    buckets: &[],
+};
+pub const STREAM_TIME: MetricDef = MetricDef {
+    name: "kiln_stream_event_time_seconds",
+    kind: Kind::Gauge,
+    labels: &["source"],
+    help: "The embedded stream's time: the greatest event time applied, since the Unix epoch.",
+    buckets: &[],
+};
+
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 34] = [
+pub const ALL: [&MetricDef; 39] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -303,6 +339,11 @@ pub const ALL: [&MetricDef; 34] = [
     &MATERIALIZATION_LAG,
     &ALERTS_FIRING,
     &ALERT_NOTIFICATIONS,
+    &STREAM_PUSHED,
+    &STREAM_PUSH_REJECTED,
+    &STREAM_APPLIED,
+    &STREAM_DEAD_LETTERS,
+    &STREAM_TIME,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

@@ -235,6 +235,28 @@ impl ServeMetrics {
         }
     }
 
+    /// A push request for `source` appended `events` (or was refused: `None`).
+    pub fn pushed(&self, source: &str, events: Option<usize>) {
+        match events {
+            Some(n) => self.counter(&STREAM_PUSHED, &[source]).increment(n as u64),
+            None => self.counter(&STREAM_PUSH_REJECTED, &[source]).increment(1),
+        }
+    }
+
+    /// One batch of the embedded stream of `source`.
+    pub fn stream_step(&self, source: &str, applied: usize, late: usize, stream_time: i64) {
+        self.counter(&STREAM_APPLIED, &[source])
+            .increment(applied as u64);
+        if late > 0 {
+            self.counter(&STREAM_DEAD_LETTERS, &[source, "late"])
+                .increment(late as u64);
+        }
+        if stream_time > 0 {
+            self.gauge(&STREAM_TIME, &[source])
+                .set(stream_time as f64 / 1e6);
+        }
+    }
+
     /// Counts an online read's feature values by view and status (entity key columns are not
     /// look-ups and are skipped).
     pub fn feature_lookups(&self, resp: &OnlineResponse) {

@@ -25,6 +25,9 @@ pub enum BenchCmd {
     /// Time `kiln drift`'s stages on two files (reading, preparing the reference, comparing
     /// one-off and against a prepared reference); prints JSON.
     Drift(super::drift::DriftBenchArgs),
+    /// Streaming aggregation on the embedded log: throughput, or append-to-online freshness
+    /// under load (--freshness); prints JSON.
+    Stream(super::bench_stream::StreamBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +89,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::GenData(a) => gen_data(ctx, a).await,
         BenchCmd::Http(a) => http(ctx, a).await,
         BenchCmd::Drift(a) => super::drift::bench(a).await,
+        BenchCmd::Stream(a) => super::bench_stream::run(a).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod bench_stream;
 mod consistency;
 mod dataset;
 mod demo;

@@ -54,6 +54,7 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
             schemas,
         )?));
     }
+    let serve_state = ServeState::new(state, Some(registry), store.clone(), options);
     let stop = Arc::new(AtomicBool::new(false));
     let mut embedded = Vec::new();
     if project.config.stream.embedded {
@@ -64,13 +65,22 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
                 stop.clone(),
                 tokio::runtime::Handle::current(),
             );
+            let metrics = serve_state.clone();
             eprintln!("streaming source {} in this server", s.source);
             embedded.push(tokio::task::spawn_blocking(move || {
-                kiln_stream::pipeline::run(&mut stream, &rt, &store, &stop, false, |_, _| {})
+                kiln_stream::pipeline::run(&mut stream, &rt, &store, &stop, false, |s, step| {
+                    if step.events > 0 {
+                        metrics.metrics().stream_step(
+                            &s.schema.source,
+                            step.events - step.late,
+                            step.late,
+                            s.stream_time(),
+                        );
+                    }
+                })
             }));
         }
     }
-    let serve_state = ServeState::new(state, Some(registry), store.clone(), options);
     serve_state.preload_models().await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -360,3 +360,83 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
     assert_eq!(report["mismatches"], 0, "seed {seed}: {report}");
     assert_eq!(report["keys_online"], 40, "{report}");
 }
+
+#[test]
+fn a_server_with_an_embedded_stream_serves_values_as_events_arrive() {
+    let p = project();
+    p.write(
+        "kiln.toml",
+        &format!("{}\n[stream]\nembedded = true\n", p.read("kiln.toml")),
+    );
+    let server = Server::start(&p.dir, &[]);
+    let events = serde_json::json!([event(1, 0, 10.0, "m1"), event(1, 5, 20.0, "m2")]);
+    let (status, body) = post_to(&server.addr, "/v1/push/transactions", events);
+    assert_eq!(status, 200, "{body}");
+
+    // One more event as Arrow IPC, with the source's own column types.
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("card_id", Arc::new(Int64Array::from(vec![1]))),
+        (
+            "ts",
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![(T0 + 7 * 60) * 1_000_000])
+                    .with_timezone("UTC"),
+            ),
+        ),
+        ("amount", Arc::new(Float64Array::from(vec![3.0]))),
+        ("merchant", Arc::new(StringArray::from(vec!["m1"]))),
+    ];
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())
+        .expect("batch");
+    let mut ipc = Vec::new();
+    {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &schema).expect("writer");
+        w.write(&batch).expect("write");
+        w.finish().expect("finish");
+    }
+    let (status, _, body) = http_raw(
+        &server.addr,
+        "POST",
+        "/v1/push/transactions",
+        &[("Content-Type", "application/vnd.apache.arrow.stream")],
+        &ipc,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // The server's own stream updates the online store: no `kiln stream run`.
+    let request = serde_json::json!({
+        "features": ["card_activity:count_10m", "card_activity:amount_sum_1h"],
+        "entities": {"card_id": [1]},
+    });
+    let mut got = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (status, body) = post(&server.addr, request.clone());
+        assert_eq!(status, 200, "{body}");
+        got = body["results"].clone();
+        if got[1]["values"][0] == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(got[1]["values"][0], 3, "{got}");
+    assert_eq!(got[2]["values"][0], 33.0, "{got}");
+
+    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("kiln_stream_events_pushed_total{source=\"transactions\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_stream_events_applied_total{source=\"transactions\"} 3"),
+        "{metrics}"
+    );
+    // Stopping the server checkpoints the stream: nothing is left to replay.
+    assert!(server.stop());
+    let status = json(p.run(&["-o", "json", "stream", "status"]));
+    assert_eq!(status[0]["lag_bytes"], 0, "{status}");
+}
