@@ -145,7 +145,7 @@ impl SourceSpec {
 /// The value as of time `T` covers the events with `T - window < event_ts <= T`. With no such
 /// event (or none with a non-null value), `count` and `count_distinct` are 0 and every other
 /// function is null. The batch backfill (`kiln dataset build`) computes exactly this; the
-/// streaming side, when built, must compute the same.
+/// streaming side (`kiln-stream`) computes the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregationSpec {
     /// The output feature, `{column}_{function}_{window}` (or `count_{window}`).

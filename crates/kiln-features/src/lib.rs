@@ -9,7 +9,7 @@
 //!   arrays that spills to disk to stay within a memory budget, with a brute-force oracle.
 //! - [`window`]: windowed aggregations, batch side: each aggregated feature's exact value as of
 //!   each entity row, computed inside the point-in-time join by a sort-merge kernel, with a
-//!   brute-force oracle. (The streaming side is not built yet.)
+//!   brute-force oracle. The streaming side, which keeps them online, is `kiln-stream`.
 //! - [`materialize`]: the latest row per entity of a time window, streamed from the source into
 //!   the online store.
 //! - [`online`]: online retrieval by entity key with TTL enforced on read.

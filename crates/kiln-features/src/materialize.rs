@@ -107,7 +107,7 @@ pub fn materialize_view(
     let (start, end) = (*start, *end);
     if !view.aggregations.is_empty() {
         return Err(FeatureError::BadRequest(format!(
-            "feature view {} has windowed aggregations, which are not materialized: the streaming side that keeps them online is not built yet",
+            "feature view {} has windowed aggregations, which are not materialized: `kiln stream run` (or `kiln serve` with [stream] embedded = true) keeps them online",
             view.name
         )));
     }

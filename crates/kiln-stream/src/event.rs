@@ -234,11 +234,12 @@ impl EventSchema {
         }
     }
 
-    /// The created time of a row (0 without a created column or value).
+    /// The created time of a row; lowest without a created column or value, as the batch side
+    /// orders ties.
     pub fn created_ts(&self, row: &Row) -> Micros {
         match self.created.map(|i| &row[i]) {
             Some(Value::Timestamp(t)) => *t,
-            _ => 0,
+            _ => Micros::MIN,
         }
     }
 }

@@ -128,7 +128,12 @@ impl SourceStream {
                 &dir.join("dead-letters.jsonl"),
                 checkpoint.dead_letter_bytes,
             )?,
-            stream_time: checkpoint.stream_time,
+            // Before any event, nothing is late.
+            stream_time: if checkpoint.offset == 0 {
+                Micros::MIN
+            } else {
+                checkpoint.stream_time
+            },
             schema,
             operators,
             opts,
@@ -289,7 +294,8 @@ pub fn run(
     }
     stream.checkpoint()?;
     summary.position = stream.position();
-    summary.stream_time = (stream.stream_time != 0).then(|| format_timestamp(stream.stream_time));
+    summary.stream_time =
+        (stream.stream_time != Micros::MIN).then(|| format_timestamp(stream.stream_time));
     summary.dead_letters = stream.dead.path().display().to_string();
     Ok(summary)
 }

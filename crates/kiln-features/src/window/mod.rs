@@ -1,7 +1,7 @@
 //! Windowed aggregations, batch side: the exact value of each aggregation as of each entity
 //! row's timestamp, computed inside the point-in-time join (`kiln dataset build`).
 //!
-//! Semantics, once for every implementation (the streaming side, when built, must agree):
+//! Semantics, once for every implementation (the streaming side, `kiln-stream`, agrees):
 //! - The value as of `T` for key `k` and window `w` covers the events of `k` with
 //!   `T - w < event_ts <= T`: the lower bound is exclusive, the upper inclusive, so an event at
 //!   exactly `T` counts and one at exactly `T - w` does not.

@@ -69,7 +69,7 @@ pub async fn materialize(
         None => now_micros(),
     };
     let views: Vec<_> = if a.views.is_empty() {
-        // Aggregated views are kept online by the streaming side, which is not built yet;
+        // Aggregated views are kept online by the streaming side (`kiln stream run`);
         // latest-row materialization would be wrong for them.
         state
             .live_views()
@@ -80,7 +80,7 @@ pub async fn materialize(
             .iter()
             .map(|n| match state.view(n) {
                 Ok(v) if !v.online => Err(anyhow::anyhow!("feature view {n:?} is not online (online = false in its definition); nothing to materialize")),
-                Ok(v) if !v.current().aggregations.is_empty() => Err(anyhow::anyhow!("feature view {n:?} has windowed aggregations: they are computed for training sets by `kiln dataset build`, but not yet kept in the online store (the streaming side is not built)")),
+                Ok(v) if !v.current().aggregations.is_empty() => Err(anyhow::anyhow!("feature view {n:?} has windowed aggregations: `kiln stream run` keeps them in the online store from their events (and `kiln dataset build` computes them for training sets)")),
                 Ok(v) => Ok(v),
                 Err(e) => Err(e.into()),
             })

@@ -182,7 +182,7 @@ fn dataset_build_backfills_windows_exactly() {
         [Some(2), Some(3), Some(0), Some(0), Some(2)]
     );
 
-    // `kiln materialize` leaves the aggregated view out (the streaming side is not built).
+    // `kiln materialize` leaves the aggregated view out: the stream keeps it online.
     let named = fails(p.run(&["materialize", "--incremental", "--views", "card_activity"]));
     assert!(named.contains("windowed aggregations"), "{named}");
 }
