@@ -29,7 +29,7 @@ pub enum StreamError {
     #[error("{}: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
 
-    #[error("event log {} is in use by another process (pid in its LOCK file); stop it first", path.display())]
+    #[error("event log {} is held by another process (its pid is in that LOCK file), e.g. a running kiln serve: push through its POST /v1/push/{{source}}, or stop it first", path.display())]
     Locked { path: PathBuf },
 
     #[error(transparent)]

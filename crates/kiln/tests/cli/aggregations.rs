@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::common::*;
 
-const DEFS: &str = r#"
+pub(crate) const DEFS: &str = r#"
 [[entity]]
 name = "card"
 join_keys = [{ name = "card_id", dtype = "int64" }]
@@ -54,36 +54,40 @@ features = ["card_activity"]
 "#;
 
 /// 2026-01-01T00:00:00Z in microseconds, and a minute.
-const T0: i64 = 1_767_225_600_000_000;
-const MIN: i64 = 60_000_000;
+pub(crate) const T0: i64 = 1_767_225_600_000_000;
+pub(crate) const MIN: i64 = 60_000_000;
 
-fn write(path: &std::path::Path, cols: Vec<(&str, ArrayRef)>) {
+/// A record batch of named columns.
+pub(crate) fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let schema = Arc::new(Schema::new(
         cols.iter()
             .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())
-        .expect("batch");
-    let mut w =
-        ArrowWriter::try_new(File::create(path).expect("create"), schema, None).expect("writer");
+    RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect()).expect("batch")
+}
+
+pub(crate) fn write(path: &std::path::Path, cols: Vec<(&str, ArrayRef)>) {
+    let batch = batch(cols);
+    let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
+        .expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
 }
 
-fn ints(v: &[i64]) -> ArrayRef {
+pub(crate) fn ints(v: &[i64]) -> ArrayRef {
     Arc::new(Int64Array::from(v.to_vec()))
 }
 
-fn floats(v: &[f64]) -> ArrayRef {
+pub(crate) fn floats(v: &[f64]) -> ArrayRef {
     Arc::new(Float64Array::from(v.to_vec()))
 }
 
-fn strings(v: &[&str]) -> ArrayRef {
+pub(crate) fn strings(v: &[&str]) -> ArrayRef {
     Arc::new(StringArray::from(v.to_vec()))
 }
 
-fn times(minutes: &[i64]) -> ArrayRef {
+pub(crate) fn times(minutes: &[i64]) -> ArrayRef {
     Arc::new(
         TimestampMicrosecondArray::from(minutes.iter().map(|m| T0 + m * MIN).collect::<Vec<_>>())
             .with_timezone("UTC"),

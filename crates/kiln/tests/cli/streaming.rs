@@ -4,90 +4,34 @@
 //! dead letters; and a stream killed with SIGKILL at random moments, restarted each time, ends
 //! in exactly the state of an uninterrupted run.
 
-use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use arrow_schema::{Field, Schema};
-use parquet::arrow::ArrowWriter;
-
+use crate::aggregations::{self, floats, ints, strings, times};
 use crate::common::*;
 
-const DEFS: &str = r#"
-[[entity]]
-name = "card"
-join_keys = [{ name = "card_id", dtype = "int64" }]
-
-[[source]]
-name = "transactions"
-path = "data/transactions"
-timestamp_field = "ts"
-
-[[feature_view]]
-name = "card_activity"
-entities = ["card"]
-source = "transactions"
-
-[[feature_view.aggregations]]
-function = "count"
-windows = ["10m", "1h"]
-
-[[feature_view.aggregations]]
-column = "amount"
-function = "sum"
-windows = ["10m", "1h"]
-
-[[feature_view.aggregations]]
-column = "amount"
-function = "max"
-windows = ["1h"]
-
-[[feature_view.aggregations]]
-column = "merchant"
-function = "count_distinct"
-windows = ["1h"]
-"#;
-
 /// 2026-01-01T00:00:00Z in seconds.
-const T0: i64 = 1_767_225_600;
+const T0: i64 = aggregations::T0 / 1_000_000;
 
 /// A project whose transactions source is a directory seeded with one old event.
 fn project() -> Project {
     let p = init(&[]);
-    p.write("features/cards.toml", DEFS);
+    // The batch tests' view, over a directory instead of one file.
+    p.write(
+        "features/cards.toml",
+        &aggregations::DEFS.replace("data/transactions.parquet", "data/transactions"),
+    );
     let dir = p.dir.join("data/transactions");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        ("card_id", Arc::new(Int64Array::from(vec![9]))),
-        (
-            "ts",
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![(T0 - 86_400) * 1_000_000])
-                    .with_timezone("UTC"),
-            ),
-        ),
-        ("amount", Arc::new(Float64Array::from(vec![1.0]))),
-        ("merchant", Arc::new(StringArray::from(vec!["m0"]))),
-    ];
-    let schema = Arc::new(Schema::new(
-        cols.iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())
-        .expect("batch");
-    let mut w = ArrowWriter::try_new(
-        File::create(dir.join("seed.parquet")).expect("create"),
-        schema,
-        None,
-    )
-    .expect("writer");
-    w.write(&batch).expect("write");
-    w.close().expect("close");
+    aggregations::write(
+        &dir.join("seed.parquet"),
+        vec![
+            ("card_id", ints(&[9])),
+            ("ts", times(&[-24 * 60])),
+            ("amount", floats(&[1.0])),
+            ("merchant", strings(&["m0"])),
+        ],
+    );
     ok(p.run(&["apply"]));
     p
 }
@@ -374,28 +318,16 @@ fn a_server_with_an_embedded_stream_serves_values_as_events_arrive() {
     assert_eq!(status, 200, "{body}");
 
     // One more event as Arrow IPC, with the source's own column types.
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        ("card_id", Arc::new(Int64Array::from(vec![1]))),
-        (
-            "ts",
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![(T0 + 7 * 60) * 1_000_000])
-                    .with_timezone("UTC"),
-            ),
-        ),
-        ("amount", Arc::new(Float64Array::from(vec![3.0]))),
-        ("merchant", Arc::new(StringArray::from(vec!["m1"]))),
-    ];
-    let schema = Arc::new(Schema::new(
-        cols.iter()
-            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    ));
-    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())
-        .expect("batch");
+    let batch = aggregations::batch(vec![
+        ("card_id", ints(&[1])),
+        ("ts", times(&[7])),
+        ("amount", floats(&[3.0])),
+        ("merchant", strings(&["m1"])),
+    ]);
     let mut ipc = Vec::new();
     {
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &schema).expect("writer");
+        let mut w =
+            arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).expect("writer");
         w.write(&batch).expect("write");
         w.finish().expect("finish");
     }
