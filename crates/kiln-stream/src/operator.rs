@@ -22,6 +22,30 @@ use kiln_store::online::{StoredRow, ViewTable};
 use crate::event::{EventSchema, Row};
 use crate::window::{Event, KeyState, Plan};
 
+/// Hashes encoded entity keys with XXH3 (std's SipHash is built for untrusted keys; these are
+/// the operator's own hot path, and a few short byte strings per event).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHash;
+
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher::default()
+    }
+}
+
 fn bucket(t: Micros) -> i64 {
     t.div_euclid(MICROS_PER_SECOND)
 }
@@ -30,7 +54,7 @@ fn bucket(t: Micros) -> i64 {
 pub struct ViewOperator {
     plan: Plan,
     table: ViewTable,
-    ids: HashMap<Vec<u8>, u32>,
+    ids: HashMap<Vec<u8>, u32, KeyHash>,
     keys: Vec<KeyState>,
     /// The timer bucket each key is scheduled in, if any.
     scheduled: Vec<Option<i64>>,
@@ -48,7 +72,7 @@ impl ViewOperator {
         ViewOperator {
             plan,
             table,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             keys: Vec::new(),
             scheduled: Vec::new(),
             timers: BTreeMap::new(),
@@ -190,8 +214,8 @@ impl ViewOperator {
     }
 
     /// The current values of one key, as of its `as_of` (for tests and `kiln consistency`).
-    pub fn current(&self, key: &[u8]) -> Option<(Micros, Vec<Value>)> {
-        let k = &self.keys[*self.ids.get(key)? as usize];
+    pub fn current(&mut self, key: &[u8]) -> Option<(Micros, Vec<Value>)> {
+        let k = &mut self.keys[*self.ids.get(key)? as usize];
         Some((k.as_of, k.values(&self.plan, k.as_of)))
     }
 }

@@ -83,6 +83,8 @@ pub struct SourceStream {
     last_checkpoint: Instant,
     /// Events applied since this process started.
     pub applied: u64,
+    /// Whether the last read filled its batch (the stream is behind: read more at once).
+    behind: bool,
 }
 
 impl SourceStream {
@@ -140,6 +142,7 @@ impl SourceStream {
             checkpoint_path,
             last_checkpoint: Instant::now(),
             applied: 0,
+            behind: false,
         })
     }
 
@@ -163,7 +166,14 @@ impl SourceStream {
 
     /// Reads and applies one batch; returns the online rows that changed.
     pub fn step(&mut self) -> Result<Step, StreamError> {
-        let logged = self.reader.read(self.opts.batch)?;
+        // Caught up, batches stay small for freshness; behind, larger ones catch up faster.
+        let max = if self.behind {
+            self.opts.batch.saturating_mul(16)
+        } else {
+            self.opts.batch
+        };
+        let logged = self.reader.read(max)?;
+        self.behind = logged.len() == max;
         let mut step = Step {
             events: logged.len(),
             ..Step::default()

@@ -32,6 +32,9 @@ const TILE_LADDER: [i64; 15] = [
     1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
 ];
 const TILES_PER_WINDOW: i64 = 16;
+/// A window holding at most this many events is folded from them directly; beyond it, from
+/// tiles (built for the key the first time one of its windows needs them).
+const RAW_MAX: usize = 64;
 
 /// One aggregated feature of the view.
 #[derive(Debug, Clone)]
@@ -261,8 +264,9 @@ type Tile = (i64, Box<[Acc]>);
 pub struct KeyState {
     pub key: Vec<u8>,
     events: VecDeque<Event>,
-    /// Per tile size of the plan, the tiles holding events, in order.
-    tiles: Vec<VecDeque<Tile>>,
+    /// Per tile size of the plan, the tiles holding events, in order; `None` until a window
+    /// of the key holds more than [`RAW_MAX`] events.
+    tiles: Vec<Option<VecDeque<Tile>>>,
     /// The time the key's values are as of: its latest event, or a later moment when an event
     /// left a window.
     pub as_of: Micros,
@@ -276,7 +280,7 @@ impl KeyState {
         KeyState {
             key,
             events: VecDeque::new(),
-            tiles: vec![VecDeque::new(); plan.tiles.len()],
+            tiles: vec![None; plan.tiles.len()],
             as_of: Micros::MIN,
             seq: 0,
         }
@@ -293,7 +297,9 @@ impl KeyState {
         self.events.insert(pos, ev);
         for (j, &size) in plan.tiles.iter().enumerate() {
             let idx = ts.div_euclid(size);
-            let tiles = &mut self.tiles[j];
+            let Some(tiles) = &mut self.tiles[j] else {
+                continue;
+            };
             let at = tiles.partition_point(|t| t.0 < idx);
             let newest_in_tile = self
                 .events
@@ -368,7 +374,9 @@ impl KeyState {
             self.events.pop_front();
         }
         for (j, &size) in plan.tiles.iter().enumerate() {
-            let tiles = &mut self.tiles[j];
+            let Some(tiles) = &mut self.tiles[j] else {
+                continue;
+            };
             while tiles
                 .front()
                 .is_some_and(|t| (t.0 + 1).saturating_mul(size) - 1 <= horizon)
@@ -383,7 +391,9 @@ impl KeyState {
     }
 
     /// Every feature's value as of `t`, in the view's feature order.
-    pub fn values(&self, plan: &Plan, t: Micros) -> Vec<Value> {
+    pub fn values(&mut self, plan: &Plan, t: Micros) -> Vec<Value> {
+        // count, sum and max of one column over one window share one accumulator.
+        let mut accs: Vec<(usize, Micros, Acc)> = Vec::new();
         plan.features
             .iter()
             .map(|f| {
@@ -409,36 +419,68 @@ impl KeyState {
                         }
                         Value::Int64(seen.len() as i64)
                     }
-                    function => self.window_acc(plan, f, lo, t).finish(function, f.float),
+                    function => {
+                        let acc = match accs.iter().find(|a| a.0 == f.slot && a.1 == f.window) {
+                            Some(a) => a.2,
+                            None => {
+                                let acc = self.window_acc(plan, f, lo, t);
+                                accs.push((f.slot, f.window, acc));
+                                acc
+                            }
+                        };
+                        acc.finish(function, f.float)
+                    }
                 }
             })
             .collect()
     }
 
-    fn window_acc(&self, plan: &Plan, f: &Feature, lo: Micros, t: Micros) -> Acc {
-        let raw = |a: Micros, b: Micros| {
-            self.events
-                .range(range(&self.events, a, b))
+    fn window_acc(&mut self, plan: &Plan, f: &Feature, lo: Micros, t: Micros) -> Acc {
+        let raw = |events: &VecDeque<Event>, a: Micros, b: Micros| {
+            events
+                .range(range(events, a, b))
                 .fold(Acc::EMPTY, |acc, e| acc.combine(Acc::of(&e.values[f.slot])))
         };
         let Some(j) = f.tile else {
-            return raw(lo, t);
+            return raw(&self.events, lo, t);
         };
+        if range(&self.events, lo, t).len() <= RAW_MAX {
+            return raw(&self.events, lo, t);
+        }
         let size = plan.tiles[j];
         let first = lo.div_euclid(size) + 1;
         let last = t.saturating_add(1).div_euclid(size) - 1;
         if first > last {
-            return raw(lo, t);
+            return raw(&self.events, lo, t);
         }
-        let tiles = &self.tiles[j];
+        let events = &self.events;
+        let tiles =
+            self.tiles[j].get_or_insert_with(|| build_tiles(events, size, plan.slots.len()));
         let from = tiles.partition_point(|x| x.0 < first);
         let to = tiles.partition_point(|x| x.0 <= last);
-        let mut acc = raw(lo, first.saturating_mul(size) - 1);
+        let mut acc = raw(events, lo, first.saturating_mul(size) - 1);
         for tile in tiles.range(from..to) {
             acc = acc.combine(tile.1[f.slot]);
         }
-        acc.combine(raw((last + 1).saturating_mul(size) - 1, t))
+        acc.combine(raw(events, (last + 1).saturating_mul(size) - 1, t))
     }
+}
+
+/// The tiles of size `size` over `events`: each a fold of its events in order, as the
+/// incremental updates in [`KeyState::insert`] build them.
+fn build_tiles(events: &VecDeque<Event>, size: Micros, slots: usize) -> VecDeque<Tile> {
+    let mut tiles: VecDeque<Tile> = VecDeque::new();
+    let mut i = 0;
+    while i < events.len() {
+        let idx = events[i].ts.div_euclid(size);
+        let end = i + events
+            .range(i..)
+            .take_while(|e| e.ts.div_euclid(size) == idx)
+            .count();
+        tiles.push_back((idx, fold(events.range(i..end), slots)));
+        i = end;
+    }
+    tiles
 }
 
 /// The positions of the events with `after < ts <= upto`.

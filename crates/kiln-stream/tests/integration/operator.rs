@@ -61,9 +61,11 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
+const T0: i64 = 1_700_000_000_000_000;
+
 fn event() -> impl Strategy<Value = Ev> {
     (
-        0i64..4,
+        0i64..3,
         0i64..7_200,
         prop_oneof![
             8 => (-1000i64..1000).prop_map(|x| Some(x as f64 / 8.0)),
@@ -76,7 +78,7 @@ fn event() -> impl Strategy<Value = Ev> {
         .prop_map(|(card, secs, amount, merchant)| Ev {
             card,
             // Whole and half seconds, so ties and exact window edges happen.
-            ts: 1_700_000_000_000_000 + secs * 500_000,
+            ts: T0 + secs * 500_000,
             amount,
             merchant,
         })
@@ -87,10 +89,20 @@ proptest! {
 
     #[test]
     fn online_values_equal_the_batch_definition_as_of_each_key(
-        mut events in prop::collection::vec(event(), 1..160),
+        // Up to 400 events over 3 cards: long windows go past 64 events and use tiles.
+        mut events in prop::collection::vec(event(), 1..400),
         shuffle in prop::collection::vec(0usize..1000, 0..20),
         batches in prop::collection::vec(1usize..40, 1..5),
+        dense in any::<bool>(),
     ) {
+        // Dense: every event on one card over two hours, so its hour windows hold more than
+        // 64 events (computed from tiles) and have older events just outside them.
+        if dense {
+            for e in &mut events {
+                e.card = 0;
+                e.ts = T0 + (e.ts - T0) * 2;
+            }
+        }
         // Mostly in time order, with some events late.
         events.sort_by_key(|e| e.ts);
         for (i, s) in shuffle.iter().enumerate() {
@@ -100,10 +112,10 @@ proptest! {
         let view = common::view("unused");
         let schema = EventSchema::new(&[&view], &common::arrow_schema()).expect("schema");
         let plan = Plan::new(&view, &schema).expect("plan");
-        let op = run(&schema, &plan, &events, &batches);
+        let mut op = run(&schema, &plan, &events, &batches);
 
         // The batch definition, as of each key's time.
-        let cards: Vec<i64> = (0..4).filter(|c| events.iter().any(|e| e.card == *c)).collect();
+        let cards: Vec<i64> = (0..3).filter(|c| events.iter().any(|e| e.card == *c)).collect();
         let mut key_col = Int64Builder::new();
         let mut ts_col = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut online = Vec::new();
@@ -132,7 +144,7 @@ proptest! {
         }
 
         // Batched differently, the state is the same to the bit.
-        let other = run(&schema, &plan, &events, &[3]);
+        let mut other = run(&schema, &plan, &events, &[3]);
         for c in &cards {
             let key = entity_key(&[Value::Int64(*c)]);
             prop_assert_eq!(format!("{:?}", op.current(&key)), format!("{:?}", other.current(&key)));
