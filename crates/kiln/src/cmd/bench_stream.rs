@@ -150,9 +150,12 @@ struct Throughput {
 
 #[derive(Serialize)]
 struct Freshness {
+    /// The rate asked for...
     rate: u64,
     seconds: f64,
     events: u64,
+    /// ...and the rate the writer reached (each append waits for its fsync).
+    events_per_second: f64,
     probes: usize,
     p50_ms: f64,
     p90_ms: f64,
@@ -339,6 +342,7 @@ fn freshness(
         rate: a.rate,
         seconds,
         events,
+        events_per_second: events as f64 / seconds,
         probes: latencies.len(),
         p50_ms: q(0.5),
         p90_ms: q(0.9),
