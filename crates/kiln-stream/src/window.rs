@@ -3,11 +3,13 @@
 //! The contract is the batch side's (`kiln_features::window`): the value as of `T` covers the
 //! events with `T - w < event_ts <= T`. Exactness at an arbitrary `T` needs the events near the
 //! window's edges one by one, so a key keeps its raw events for the longest window; what it
-//! does not do is rescan them. Each window of 16 s or more has a tile size (about a sixteenth of
-//! it, from a fixed ladder), and each key keeps per tile the pre-aggregate of its events. A
-//! window's value is the raw events of the partial tile at its tail, then the full tiles, then
-//! the raw events of the partial tile at its head, combined in time order: a 24 h window reads
-//! about 16 tiles and two tiles' worth of events.
+//! does not do is rescan them. A window holding up to 64 events is folded from them directly;
+//! past that, each window of 16 s or more has a tile size (about a sixteenth of it, from a fixed
+//! ladder), and the key keeps per tile the pre-aggregate of its events (built the first time a
+//! window needs them, then updated per event). Such a window's value is the raw events of the
+//! partial tile at its tail, then the full tiles, then the raw events of the partial tile at its
+//! head, combined in time order: a busy 24 h window reads about 16 tiles and two tiles' worth
+//! of events.
 //!
 //! Everything is a left fold in (event time, created time, log offset) order over a fixed
 //! split, so the answer depends only on the events, never on how they were batched, when
