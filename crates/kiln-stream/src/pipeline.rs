@@ -66,6 +66,8 @@ pub type Rows = Vec<(Vec<u8>, kiln_store::online::StoredRow)>;
 pub struct Step {
     pub events: usize,
     pub late: usize,
+    /// Events that no longer decode as rows of the source (dead letters too).
+    pub undecodable: usize,
     /// Per view (index into the operators), its changed rows.
     pub rows: Vec<(usize, Rows)>,
 }
@@ -150,6 +152,11 @@ impl SourceStream {
         &self.operators
     }
 
+    /// The current values of `key` in the `view`-th view, as of the key's time.
+    pub fn current(&mut self, view: usize, key: &[u8]) -> Option<(Micros, Vec<kiln_core::Value>)> {
+        self.operators.get_mut(view)?.current(key)
+    }
+
     /// The offset of the next event to read.
     pub fn position(&self) -> u64 {
         self.reader.position()
@@ -179,12 +186,17 @@ impl SourceStream {
             ..Step::default()
         };
         for l in logged {
-            let row = decode_row(&l.payload, self.schema.columns.len()).map_err(|message| {
-                StreamError::Corrupt {
-                    path: self.checkpoint_path.with_file_name("events.log"),
-                    message: format!("event at offset {}: {message}", l.offset),
+            // Logged events were checked on arrival; one that no longer decodes (the source's
+            // columns changed since) is set aside, not allowed to stop the stream.
+            let row = match decode_row(&l.payload, self.schema.columns.len()) {
+                Ok(row) => row,
+                Err(message) => {
+                    self.dead
+                        .write_undecodable(&self.schema.source, l.offset, &message)?;
+                    step.undecodable += 1;
+                    continue;
                 }
-            })?;
+            };
             let ts = self.schema.event_ts(&row);
             let watermark = self.stream_time.saturating_sub(self.opts.allowed_lateness);
             if ts < watermark {
@@ -262,6 +274,7 @@ pub struct RunSummary {
     pub source: String,
     pub events: u64,
     pub late: u64,
+    pub undecodable: u64,
     pub rows_written: u64,
     pub position: u64,
     pub stream_time: Option<String>,
@@ -286,6 +299,7 @@ pub fn run(
         let mut step = stream.step()?;
         summary.events += step.events as u64;
         summary.late += step.late as u64;
+        summary.undecodable += step.undecodable as u64;
         for (i, rows) in std::mem::take(&mut step.rows) {
             let table = stream.operators[i].table();
             summary.rows_written += rows.len() as u64;

@@ -222,13 +222,30 @@ impl DeadLetters {
             .filter(|(_, v)| !v.is_null())
             .map(|(c, v)| (c.name.clone(), value_json(v)))
             .collect();
-        let mut line = serde_json::to_vec(&serde_json::json!({
+        self.line(&serde_json::json!({
             "source": schema.source,
             "offset": offset,
             "reason": reason,
             "event": event,
         }))
-        .unwrap_or_default();
+    }
+
+    /// An event that cannot be read as a row of the source any more.
+    pub fn write_undecodable(
+        &mut self,
+        source: &str,
+        offset: u64,
+        why: &str,
+    ) -> Result<(), StreamError> {
+        self.line(&serde_json::json!({
+            "source": source,
+            "offset": offset,
+            "reason": format!("undecodable: {why}"),
+        }))
+    }
+
+    fn line(&mut self, value: &serde_json::Value) -> Result<(), StreamError> {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
         line.push(b'\n');
         self.file
             .write_all(&line)

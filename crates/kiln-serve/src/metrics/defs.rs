@@ -297,7 +297,7 @@ pub const STREAM_DEAD_LETTERS: MetricDef = MetricDef {
     name: "kiln_stream_dead_letters_total",
     kind: Kind::Counter,
     labels: &["source", "reason"],
-    help: "Events the embedded stream did not apply and wrote to the dead-letter file (reason: late).",
+    help: "Events the embedded stream did not apply and wrote to the dead-letter file (reason: late, undecodable).",
     buckets: &[],
 };
 pub const STREAM_TIME: MetricDef = MetricDef {

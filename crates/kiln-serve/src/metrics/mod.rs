@@ -244,12 +244,15 @@ impl ServeMetrics {
     }
 
     /// One batch of the embedded stream of `source`.
-    pub fn stream_step(&self, source: &str, applied: usize, late: usize, stream_time: i64) {
+    pub fn stream_step(&self, source: &str, step: &kiln_stream::pipeline::Step, stream_time: i64) {
+        let applied = step.events - step.late - step.undecodable;
         self.counter(&STREAM_APPLIED, &[source])
             .increment(applied as u64);
-        if late > 0 {
-            self.counter(&STREAM_DEAD_LETTERS, &[source, "late"])
-                .increment(late as u64);
+        for (reason, n) in [("late", step.late), ("undecodable", step.undecodable)] {
+            if n > 0 {
+                self.counter(&STREAM_DEAD_LETTERS, &[source, reason])
+                    .increment(n as u64);
+            }
         }
         if stream_time > 0 {
             self.gauge(&STREAM_TIME, &[source])

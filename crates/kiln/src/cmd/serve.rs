@@ -70,12 +70,9 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
             embedded.push(tokio::task::spawn_blocking(move || {
                 kiln_stream::pipeline::run(&mut stream, &rt, &store, &stop, false, |s, step| {
                     if step.events > 0 {
-                        metrics.metrics().stream_step(
-                            &s.schema.source,
-                            step.events - step.late,
-                            step.late,
-                            s.stream_time(),
-                        );
+                        metrics
+                            .metrics()
+                            .stream_step(&s.schema.source, step, s.stream_time());
                     }
                 })
             }));

@@ -122,10 +122,11 @@ async fn run_streams(ctx: &Ctx, project: &Project, a: RunArgs) -> anyhow::Result
     }
     for s in &summaries {
         println!(
-            "{}: {} events applied, {} late (dead letters in {}), {} online rows written, checkpoint at log offset {}{}",
+            "{}: {} events applied, {} late and {} undecodable (dead letters in {}), {} online rows written, checkpoint at log offset {}{}",
             s.source,
-            s.events - s.late,
+            s.events - s.late - s.undecodable,
             s.late,
+            s.undecodable,
             s.dead_letters,
             s.rows_written,
             s.position,
