@@ -94,6 +94,23 @@ impl LogWriter {
     /// Appends `events` (each already encoded) durably; returns the offset of the first and
     /// the log's new end.
     pub fn append(&mut self, events: &[Vec<u8>]) -> Result<(u64, u64), StreamError> {
+        let written = self.write(events)?;
+        self.file.sync_data().map_err(StreamError::io(&self.path))?;
+        Ok(written)
+    }
+
+    /// A handle that makes what was written durable (`sync_data`) without holding the writer,
+    /// so concurrent appenders can share one `fsync` (group commit).
+    pub fn syncer(&self) -> Result<Syncer, StreamError> {
+        Ok(Syncer {
+            file: self.file.try_clone().map_err(StreamError::io(&self.path))?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Writes `events` without waiting for the disk; [`Syncer::sync`] or [`LogWriter::append`]
+    /// makes them durable.
+    pub fn write(&mut self, events: &[Vec<u8>]) -> Result<(u64, u64), StreamError> {
         let mut buf = Vec::with_capacity(events.iter().map(|e| e.len() + FRAME_HEADER).sum());
         for e in events {
             if e.len() > MAX_EVENT_BYTES {
@@ -110,11 +127,7 @@ impl LogWriter {
             buf.extend_from_slice(e);
         }
         let first = self.end;
-        let result = self
-            .file
-            .write_all_at(&buf, first)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = result {
+        if let Err(e) = self.file.write_all_at(&buf, first) {
             // Whatever part was written is a torn tail: cut it so the log stays well-formed.
             let _ = self.file.set_len(first);
             return Err(StreamError::Io {
@@ -129,6 +142,19 @@ impl LogWriter {
     /// The offset the next event will get.
     pub fn end(&self) -> u64 {
         self.end
+    }
+}
+
+/// Makes a log's writes durable, from any thread.
+#[derive(Debug)]
+pub struct Syncer {
+    file: File,
+    path: PathBuf,
+}
+
+impl Syncer {
+    pub fn sync(&self) -> Result<(), StreamError> {
+        self.file.sync_data().map_err(StreamError::io(&self.path))
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::StreamError;
 use crate::event::{EventSchema, Row, encode_row};
-use crate::log::LogWriter;
+use crate::log::{LogWriter, Syncer};
 use crate::pipeline::source_dir;
 
 /// How a request's body is encoded.
@@ -36,6 +36,10 @@ pub struct Receipt {
 struct Source {
     schema: EventSchema,
     writer: Mutex<LogWriter>,
+    /// The log's durable end; held by the one request whose `fsync` covers everyone who wrote
+    /// before it started (group commit: concurrent pushes share a disk flush).
+    durable: Mutex<u64>,
+    syncer: Syncer,
 }
 
 /// The logs that pushes append to, one per streamed source.
@@ -61,6 +65,8 @@ impl PushHub {
                 schema.source.clone(),
                 Source {
                     schema,
+                    durable: Mutex::new(writer.end()),
+                    syncer: writer.syncer()?,
                     writer: Mutex::new(writer),
                 },
             );
@@ -107,10 +113,18 @@ impl PushHub {
                 b
             })
             .collect();
-        // A poisoned lock means an append panicked; the writer cut any torn frame, so the
-        // log is still well-formed and later appends may go on.
-        let mut w = s.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let (first_offset, end_offset) = w.append(&encoded)?;
+        // A poisoned lock means a write panicked; the writer cut any torn frame, so the log is
+        // still well-formed and later writes may go on.
+        let writer = || s.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (first_offset, end_offset) = writer().write(&encoded)?;
+        let mut durable = s.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable < end_offset {
+            // Everything written so far, this request's events and any written meanwhile.
+            let target = writer().end();
+            s.syncer.sync()?;
+            *durable = target;
+        }
+        drop(durable);
         Ok(Receipt {
             source: source.to_string(),
             accepted: rows.len(),

@@ -105,3 +105,50 @@ fn dead_letters_do_not_stop_the_stream_and_a_reopened_stream_resumes() {
     assert_eq!(as_of, t0 + 12 * minute);
     assert_eq!(values[0], Value::Int64(1), "count over 7 s");
 }
+
+#[test]
+fn concurrent_pushes_share_flushes_and_every_event_is_logged_once() {
+    use kiln_stream::event::EventSchema;
+    use kiln_stream::log::LogReader;
+    use kiln_stream::push::{Encoding, PushHub};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stream_dir = tmp.path().join("stream");
+    let view = common::view("unused");
+    let schema = EventSchema::new(&[&view], &common::arrow_schema()).expect("schema");
+    let hub = std::sync::Arc::new(PushHub::open(&stream_dir, vec![schema]).expect("hub"));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let body = serde_json::json!({
+                            "card": t, "ts": 1_767_225_600 + i, "merchant": i
+                        })
+                        .to_string();
+                        hub.push("transactions", body.as_bytes(), Encoding::Json)
+                            .expect("push")
+                            .first_offset
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut offsets: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 200);
+    let logged = LogReader::open(&stream_dir.join("transactions"), 0)
+        .expect("reader")
+        .read(1_000)
+        .expect("read");
+    assert_eq!(
+        logged.iter().map(|l| l.offset).collect::<Vec<_>>(),
+        offsets,
+        "every acknowledged event is in the log, once"
+    );
+}
