@@ -29,3 +29,4 @@ pub mod window;
 pub use arrow_values::value_at;
 pub use error::{FeatureError, NotFoundKind};
 pub use progress::{NoProgress, Progress};
+pub use source::cast_to;

@@ -12,10 +12,9 @@ use std::collections::HashMap;
 
 use kiln_core::spec::{Field, ViewVersion};
 use kiln_core::time::Micros;
-use kiln_core::value::ValueReader;
 use kiln_core::{FeatureRef, Value, key::entity_key};
 use kiln_registry::State;
-use kiln_store::online::OnlineStore;
+use kiln_store::online::{OnlineStore, StoredRow};
 use serde::Serialize;
 
 use crate::{FeatureError, NotFoundKind};
@@ -330,7 +329,7 @@ pub async fn get_online_features(
             let decoded = match stored {
                 Some(s) => Some((
                     s.event_ts,
-                    decode_row(view, &s.payload).map_err(|reason| {
+                    decode_row(view, s).map_err(|reason| {
                         FeatureError::Store(kiln_store::StoreError::CorruptRow {
                             view: view.current.name.clone(),
                             key: key_cols
@@ -382,18 +381,8 @@ pub async fn get_online_features(
 /// for a feature the writing version did not have with the same name and type. A row written by
 /// a version this catalog does not know yet (a newer one, registered since the catalog was
 /// built) reads as not found until the catalog catches up.
-fn decode_row(view: &CatalogView, payload: &[u8]) -> Result<Vec<Option<Value>>, String> {
-    if payload.len() < 4 {
-        return Err("payload shorter than its version header".into());
-    }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&payload[..4]);
-    let version = u32::from_le_bytes(v);
-    let mut reader = ValueReader::new(&payload[4..]);
-    let mut values = Vec::new();
-    while !reader.is_empty() {
-        values.push(reader.next_value().map_err(|e| e.to_string())?);
-    }
+fn decode_row(view: &CatalogView, row: &StoredRow) -> Result<Vec<Option<Value>>, String> {
+    let (version, values) = row.decode_payload()?;
     if version == view.current.version {
         return Ok(values.into_iter().map(Some).collect());
     }

@@ -168,10 +168,7 @@ impl Normalized {
 }
 
 /// Casts without silently turning unconvertible values into nulls.
-pub(crate) fn cast_to(
-    array: &ArrayRef,
-    to: &DataType,
-) -> Result<ArrayRef, arrow_schema::ArrowError> {
+pub fn cast_to(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, arrow_schema::ArrowError> {
     if array.data_type() == to {
         return Ok(array.clone());
     }

@@ -192,17 +192,11 @@ impl EventSchema {
                 });
             };
             let c = &self.columns[i];
-            let cast = arrow_cast::cast::cast_with_options(
-                a,
-                &c.dtype.arrow_type(),
-                &arrow_cast::CastOptions {
-                    safe: false,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| StreamError::BadEvent {
-                at: format!("column {:?}", f.name()),
-                message: format!("{} cannot be read as {}: {e}", a.data_type(), c.dtype),
+            let cast = kiln_features::cast_to(a, &c.dtype.arrow_type()).map_err(|e| {
+                StreamError::BadEvent {
+                    at: format!("column {:?}", f.name()),
+                    message: format!("{} cannot be read as {}: {e}", a.data_type(), c.dtype),
+                }
             })?;
             cols[i] = Some(cast);
         }

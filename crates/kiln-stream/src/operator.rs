@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use kiln_core::key::entity_key;
 use kiln_core::time::{MICROS_PER_SECOND, Micros};
-use kiln_core::value::ValueWriter;
 use kiln_core::{Value, spec::ViewVersion};
 use kiln_store::online::{StoredRow, ViewTable};
 
@@ -160,11 +159,8 @@ impl ViewOperator {
 
     /// Lets events leave their windows up to the stream time `now`.
     pub fn advance(&mut self, now: Micros) {
-        let due: Vec<(i64, Vec<u32>)> = {
-            let later = self.timers.split_off(&(bucket(now) + 1));
-            let due = std::mem::replace(&mut self.timers, later);
-            due.into_iter().collect()
-        };
+        let later = self.timers.split_off(&(bucket(now) + 1));
+        let due = std::mem::replace(&mut self.timers, later);
         for (b, ids) in due {
             for id in ids {
                 if self.scheduled[id as usize] != Some(b) {
@@ -188,19 +184,13 @@ impl ViewOperator {
             self.is_dirty[id as usize] = false;
             let k = &mut self.keys[id as usize];
             let values = k.values(&self.plan, k.as_of);
-            let mut payload = Vec::with_capacity(4 + 9 * values.len());
-            payload.extend_from_slice(&version.to_le_bytes());
-            let mut w = ValueWriter::new(&mut payload);
-            for v in &values {
-                w.put(v);
-            }
             out.push((
                 k.key.clone(),
                 StoredRow {
                     event_ts: k.as_of,
                     // Offsets fit: a log beyond 2^63 bytes is not a concern.
                     created_ts: k.seq as i64,
-                    payload,
+                    payload: StoredRow::encode_payload(version, &values),
                 },
             ));
             k.collect_garbage(&self.plan);

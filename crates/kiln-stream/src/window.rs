@@ -406,7 +406,7 @@ impl KeyState {
                         .range(range(&self.events, lo, t))
                         .rev()
                         .map(|e| &e.values[f.slot])
-                        .find(|v| !Acc::of(v).n.eq(&0))
+                        .find(|v| Acc::of(v).n > 0)
                         .cloned()
                         .unwrap_or(Value::Null),
                     AggFunction::CountDistinct => {

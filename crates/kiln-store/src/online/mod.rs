@@ -15,7 +15,9 @@ mod redb_store;
 use std::future::Future;
 use std::pin::Pin;
 
+use kiln_core::Value;
 use kiln_core::time::Micros;
+use kiln_core::value::{ValueReader, ValueWriter};
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
@@ -59,6 +61,30 @@ impl StoredRow {
             created_ts,
             payload: bytes[HEADER..].to_vec(),
         })
+    }
+
+    /// A payload: `version` (u32 little-endian), then `values` in the value codec.
+    pub fn encode_payload(version: u32, values: &[Value]) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(4 + 9 * values.len());
+        payload.extend_from_slice(&version.to_le_bytes());
+        let mut w = ValueWriter::new(&mut payload);
+        for v in values {
+            w.put(v);
+        }
+        payload
+    }
+
+    /// The view version and the values of this row's payload.
+    pub fn decode_payload(&self) -> Result<(u32, Vec<Value>), String> {
+        let Some((version, rest)) = self.payload.split_first_chunk::<4>() else {
+            return Err("payload shorter than its version header".into());
+        };
+        let mut reader = ValueReader::new(rest);
+        let mut values = Vec::new();
+        while !reader.is_empty() {
+            values.push(reader.next_value().map_err(|e| e.to_string())?);
+        }
+        Ok((u32::from_le_bytes(*version), values))
     }
 
     /// Whether this row may replace one stored with the given timestamps (newer-wins; an
@@ -150,5 +176,16 @@ mod tests {
         assert!(r.supersedes((4, 100)));
         assert!(!r.supersedes((5, 0)));
         assert!(!r.supersedes((6, -10)));
+        let values = [Value::Int64(3), Value::Null, Value::String("x".into())];
+        let row = StoredRow {
+            payload: StoredRow::encode_payload(7, &values),
+            ..r
+        };
+        assert_eq!(row.decode_payload(), Ok((7, values.to_vec())));
+        let short = StoredRow {
+            payload: vec![1, 2],
+            ..row
+        };
+        assert!(short.decode_payload().is_err());
     }
 }

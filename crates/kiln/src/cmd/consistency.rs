@@ -16,9 +16,8 @@ use arrow_schema::{DataType, Field as ArrowField, Schema, TimeUnit};
 use kiln_core::Value;
 use kiln_core::key::entity_key;
 use kiln_core::time::format_timestamp;
-use kiln_core::value::ValueReader;
 use kiln_features::pit::{DatasetOptions, FeatureInput, ViewRequest, join_batches};
-use kiln_features::value_at;
+use kiln_features::{cast_to, value_at};
 use kiln_store::offline::{ParquetScan, ScanRequest};
 use serde::Serialize;
 
@@ -98,7 +97,7 @@ pub async fn run(ctx: &Ctx, a: ConsistencyArgs) -> anyhow::Result<()> {
                 let c = batch
                     .column_by_name(&k.name)
                     .ok_or_else(|| anyhow::anyhow!("source has no column {:?}", k.name))?;
-                Ok(arrow_cast::cast(c, &k.dtype.arrow_type())?)
+                Ok(cast_to(c, &k.dtype.arrow_type())?)
             })
             .collect::<anyhow::Result<Vec<ArrayRef>>>()?;
         for r in 0..batch.num_rows() {
@@ -118,16 +117,10 @@ pub async fn run(ctx: &Ctx, a: ConsistencyArgs) -> anyhow::Result<()> {
     let mut online: Vec<(&Vec<Value>, i64, Vec<Value>)> = Vec::new();
     for ((_, vals), row) in sample.iter().zip(&rows) {
         let Some(row) = row else { continue };
-        let p = &row.payload;
-        if p.len() < 4 || u32::from_le_bytes([p[0], p[1], p[2], p[3]]) != view.version {
-            continue;
+        let (version, values) = row.decode_payload().map_err(anyhow::Error::msg)?;
+        if version == view.version {
+            online.push((vals, row.event_ts, values));
         }
-        let mut r = ValueReader::new(&p[4..]);
-        let mut values = Vec::new();
-        while !r.is_empty() {
-            values.push(r.next_value()?);
-        }
-        online.push((vals, row.event_ts, values));
     }
     let mut report = Report {
         view: view.name.clone(),
