@@ -72,6 +72,9 @@ impl RedbStore {
                 source,
             })?;
         }
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
@@ -303,5 +306,39 @@ impl OnlineStore for RedbStore {
 
     fn describe(&self) -> String {
         format!("redb at {}", self.path.display())
+    }
+}
+/// Creates a new, empty database at `path` so that a crash at any moment leaves either no file
+/// or a complete one: redb initialises the file in place, and a process killed halfway (a
+/// `kill -9` of `kiln stream run` right after start, say) left a file no later open accepted.
+/// The database is made under a temporary name and hard-linked into place, which fails if
+/// another process got there first; then its database is the one used.
+fn create_atomically(path: &Path) -> Result<(), StoreError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, source }
+    };
+    let _ = std::fs::remove_file(&tmp);
+    drop(
+        Builder::new()
+            .create(&tmp)
+            .map_err(|e| StoreError::Online {
+                path: tmp.clone(),
+                message: e.to_string(),
+            })?,
+    );
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(path)(e)),
+        _ => Ok(()),
     }
 }

@@ -131,3 +131,26 @@ async fn redb_store_conforms_and_persists() {
     assert_eq!(store.count("other").await.expect("count"), 1);
     assert_eq!(store.count("big").await.expect("count"), 1_000);
 }
+
+#[tokio::test]
+async fn a_new_redb_file_appears_whole_and_leaves_nothing_beside_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("online.redb");
+    // What a process killed while creating the file used to leave behind is never at `path`:
+    // a stray temporary file of another (dead) process does not get in the way either.
+    std::fs::write(dir.path().join(".online.redb.new-1"), b"torn").expect("write");
+    drop(RedbStore::open(&path).expect("create"));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.contains(&"online.redb".to_string()), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains(&format!("new-{}", std::process::id()))),
+        "{names:?}"
+    );
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.count("v").await.expect("count"), 0);
+}
