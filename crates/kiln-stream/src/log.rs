@@ -7,6 +7,13 @@
 //! byte position of its frame: offsets only grow, which makes them the stream's sequence
 //! numbers and its checkpoint positions.
 //!
+//! Besides events, a log holds what a broker connector ([`crate::connector`]) needs to resume
+//! exactly: the broker position its appends reached ([`FrameKind::Position`], written in the
+//! same append as the events it covers) and the messages it could not read as events
+//! ([`FrameKind::Rejected`], which the stream turns into dead letters). The kind is the top
+//! byte of the length word, which event sizes never reach, so a log of events only reads as
+//! it always did.
+//!
 //! One process appends (a `LOCK` file, held with an OS lock, keeps a second one out); any
 //! number read. A crash in the middle of an append leaves a torn frame at the end, which
 //! readers stop at and the next writer cuts off. The log is not yet segmented or trimmed: it
@@ -21,9 +28,42 @@ use crate::StreamError;
 
 const FRAME_HEADER: usize = 8;
 /// The largest event accepted (a frame's length is checked against it on read, so a corrupt
-/// length cannot make a reader allocate gigabytes).
-pub const MAX_EVENT_BYTES: usize = 16 << 20;
+/// length cannot make a reader allocate gigabytes); 16 MiB less a byte, the most the length
+/// bits of a frame header hold.
+pub const MAX_EVENT_BYTES: usize = LEN_MASK as usize;
 const LOG_FILE: &str = "events.log";
+const KIND_SHIFT: u32 = 24;
+const LEN_MASK: u32 = (1 << KIND_SHIFT) - 1;
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// An event: one checked row of the source ([`crate::event::encode_row`]).
+    Event,
+    /// The broker position a connector's appends reached (its own encoding).
+    Position,
+    /// A broker message that is not an event of the source: a JSON object with the reason.
+    Rejected,
+}
+
+impl FrameKind {
+    fn code(self) -> u32 {
+        match self {
+            FrameKind::Event => 0,
+            FrameKind::Position => 1,
+            FrameKind::Rejected => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<FrameKind> {
+        Some(match code {
+            0 => FrameKind::Event,
+            1 => FrameKind::Position,
+            2 => FrameKind::Rejected,
+            _ => return None,
+        })
+    }
+}
 
 fn checksum(payload: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(payload) as u32
@@ -34,6 +74,7 @@ pub struct LogWriter {
     path: PathBuf,
     file: File,
     end: u64,
+    last_position: Option<Vec<u8>>,
     _lock: File,
 }
 
@@ -67,9 +108,14 @@ impl LogWriter {
             file.try_clone().map_err(StreamError::io(&path))?,
             0,
         );
+        let mut last_position = None;
         loop {
-            if reader.read(4096)?.is_empty() {
+            let frames = reader.read(4096)?;
+            if frames.is_empty() {
                 break;
+            }
+            if let Some(p) = frames.into_iter().rfind(|f| f.kind == FrameKind::Position) {
+                last_position = Some(p.payload);
             }
         }
         let end = reader.position();
@@ -87,6 +133,7 @@ impl LogWriter {
             path,
             file,
             end,
+            last_position,
             _lock: lock,
         })
     }
@@ -97,6 +144,12 @@ impl LogWriter {
         let written = self.write(events)?;
         self.file.sync_data().map_err(StreamError::io(&self.path))?;
         Ok(written)
+    }
+
+    /// The payload of the last [`FrameKind::Position`] frame in the log, if any: where a
+    /// connector resumes.
+    pub fn last_position(&self) -> Option<&[u8]> {
+        self.last_position.as_deref()
     }
 
     /// A handle that makes what was written durable (`sync_data`) without holding the writer,
@@ -111,8 +164,17 @@ impl LogWriter {
     /// Writes `events` without waiting for the disk; [`Syncer::sync`] or [`LogWriter::append`]
     /// makes them durable.
     pub fn write(&mut self, events: &[Vec<u8>]) -> Result<(u64, u64), StreamError> {
-        let mut buf = Vec::with_capacity(events.iter().map(|e| e.len() + FRAME_HEADER).sum());
-        for e in events {
+        self.write_frames(events.iter().map(|e| (FrameKind::Event, e.as_slice())))
+    }
+
+    /// Writes frames of any kind, like [`LogWriter::write`].
+    pub fn write_frames<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (FrameKind, &'a [u8])> + Clone,
+    ) -> Result<(u64, u64), StreamError> {
+        let mut buf = Vec::with_capacity(frames.clone().map(|(_, e)| e.len() + FRAME_HEADER).sum());
+        let mut position = None;
+        for (kind, e) in frames {
             if e.len() > MAX_EVENT_BYTES {
                 return Err(StreamError::BadEvent {
                     at: "event".into(),
@@ -122,9 +184,12 @@ impl LogWriter {
                     ),
                 });
             }
-            buf.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&(e.len() as u32 | kind.code() << KIND_SHIFT).to_le_bytes());
             buf.extend_from_slice(&checksum(e).to_le_bytes());
             buf.extend_from_slice(e);
+            if kind == FrameKind::Position {
+                position = Some(e);
+            }
         }
         let first = self.end;
         if let Err(e) = self.file.write_all_at(&buf, first) {
@@ -136,6 +201,9 @@ impl LogWriter {
             });
         }
         self.end = first + buf.len() as u64;
+        if let Some(p) = position {
+            self.last_position = Some(p.to_vec());
+        }
         Ok((first, self.end))
     }
 
@@ -158,10 +226,11 @@ impl Syncer {
     }
 }
 
-/// One event read from the log.
+/// One frame read from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
     pub offset: u64,
+    pub kind: FrameKind,
     pub payload: Vec<u8>,
 }
 
@@ -230,12 +299,15 @@ impl LogReader {
                     need_more = n == chunk;
                     break;
                 }
-                let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-                    as usize;
+                let word = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+                let len = (word & LEN_MASK) as usize;
                 let sum =
                     u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-                if len > MAX_EVENT_BYTES {
+                let Some(kind) = FrameKind::from_code(word >> KIND_SHIFT) else {
                     // A torn or corrupt header: nothing after it is readable.
+                    break;
+                };
+                if len > MAX_EVENT_BYTES {
                     break;
                 }
                 let start = at + FRAME_HEADER;
@@ -253,6 +325,7 @@ impl LogReader {
                 }
                 out.push(Logged {
                     offset: self.pos + at as u64,
+                    kind,
                     payload: payload.to_vec(),
                 });
                 at = start + len;
@@ -293,6 +366,46 @@ mod tests {
             LogWriter::open(dir.path()),
             Err(StreamError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn frame_kinds_read_back_and_the_last_position_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut w = LogWriter::open(dir.path()).expect("open");
+            assert_eq!(w.last_position(), None);
+            w.write_frames(
+                [
+                    (FrameKind::Event, b"e1".as_slice()),
+                    (FrameKind::Rejected, b"{}".as_slice()),
+                    (FrameKind::Position, b"p1".as_slice()),
+                ]
+                .into_iter(),
+            )
+            .expect("write");
+            w.write_frames([(FrameKind::Position, b"p2".as_slice())].into_iter())
+                .expect("write");
+            w.append(&[b"e2".to_vec()]).expect("append");
+            assert_eq!(w.last_position(), Some(b"p2".as_slice()));
+            let too_big = vec![0u8; MAX_EVENT_BYTES + 1];
+            assert!(w.append(&[too_big]).is_err());
+        }
+        let w = LogWriter::open(dir.path()).expect("reopen");
+        assert_eq!(w.last_position(), Some(b"p2".as_slice()));
+        let got = LogReader::open(dir.path(), 0)
+            .expect("reader")
+            .read(10)
+            .expect("read");
+        assert_eq!(
+            got.iter().map(|l| l.kind).collect::<Vec<_>>(),
+            [
+                FrameKind::Event,
+                FrameKind::Rejected,
+                FrameKind::Position,
+                FrameKind::Position,
+                FrameKind::Event
+            ]
+        );
     }
 
     #[test]

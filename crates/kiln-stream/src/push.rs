@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::StreamError;
+use crate::appender::Appender;
 use crate::event::{EventSchema, Row, encode_row};
-use crate::log::{LogWriter, Syncer};
 use crate::pipeline::source_dir;
 
 /// How a request's body is encoded.
@@ -35,11 +35,7 @@ pub struct Receipt {
 
 struct Source {
     schema: EventSchema,
-    writer: Mutex<LogWriter>,
-    /// The log's durable end; held by the one request whose `fsync` covers everyone who wrote
-    /// before it started (group commit: concurrent pushes share a disk flush).
-    durable: Mutex<u64>,
-    syncer: Syncer,
+    log: Arc<Appender>,
 }
 
 /// The logs that pushes append to, one per streamed source.
@@ -60,22 +56,19 @@ impl PushHub {
     pub fn open(stream_dir: &Path, schemas: Vec<EventSchema>) -> Result<PushHub, StreamError> {
         let mut sources = BTreeMap::new();
         for schema in schemas {
-            let writer = LogWriter::open(&source_dir(stream_dir, &schema.source))?;
-            sources.insert(
-                schema.source.clone(),
-                Source {
-                    schema,
-                    durable: Mutex::new(writer.end()),
-                    syncer: writer.syncer()?,
-                    writer: Mutex::new(writer),
-                },
-            );
+            let log = Arc::new(Appender::open(&source_dir(stream_dir, &schema.source))?);
+            sources.insert(schema.source.clone(), Source { schema, log });
         }
         Ok(PushHub { sources })
     }
 
     pub fn sources(&self) -> impl Iterator<Item = &str> {
         self.sources.keys().map(String::as_str)
+    }
+
+    /// The log of `source`, for a broker connector running in the same process.
+    pub fn log(&self, source: &str) -> Option<Arc<Appender>> {
+        self.sources.get(source).map(|s| s.log.clone())
     }
 
     /// Checks and appends a request's events (blocking: it waits for the disk).
@@ -113,18 +106,7 @@ impl PushHub {
                 b
             })
             .collect();
-        // A poisoned lock means a write panicked; the writer cut any torn frame, so the log is
-        // still well-formed and later writes may go on.
-        let writer = || s.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let (first_offset, end_offset) = writer().write(&encoded)?;
-        let mut durable = s.durable.lock().unwrap_or_else(|p| p.into_inner());
-        if *durable < end_offset {
-            // Everything written so far, this request's events and any written meanwhile.
-            let target = writer().end();
-            s.syncer.sync()?;
-            *durable = target;
-        }
-        drop(durable);
+        let (first_offset, end_offset) = s.log.append(&encoded)?;
         Ok(Receipt {
             source: source.to_string(),
             accepted: rows.len(),
