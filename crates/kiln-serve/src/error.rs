@@ -156,7 +156,7 @@ impl From<kiln_stream::StreamError> for OipError {
             E::BadEvent { .. } => StatusCode::BAD_REQUEST,
             E::UnknownSource(_) => StatusCode::NOT_FOUND,
             // Another process holds the log: retrying later may work.
-            E::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Locked { .. } | E::Broker { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             E::Setup(_) | E::Io { .. } | E::Corrupt { .. } | E::Store(_) | E::Parquet { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -32,6 +32,11 @@ pub enum StreamError {
     #[error("event log {} is held by another process (its pid is in that LOCK file), e.g. a running kiln serve: push through its POST /v1/push/{{source}}, or stop it first", path.display())]
     Locked { path: PathBuf },
 
+    /// A broker (Kafka, NATS) that could not be reached or refused what was asked; `broker`
+    /// names it and what was being done.
+    #[error("{broker}: {message}")]
+    Broker { broker: String, message: String },
+
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
 

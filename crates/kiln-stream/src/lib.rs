@@ -6,7 +6,9 @@
 //!   names the event and field that is wrong) and stored in the value codec.
 //! - [`log`]: the embedded event log, one append-only, checksummed file per source; appends
 //!   are durable before they are acknowledged, offsets are byte positions.
-//! - [`push`]: the push API's core (`POST /v1/push/{source}` in `kiln serve`).
+//! - [`push`]: the push API's core (`POST /v1/push/{source}` in `kiln serve`);
+//!   [`connector`]: Kafka and NATS JetStream sources, read into the same log;
+//!   [`appender`]: the log shared by both in one process, with group commit.
 //! - [`pipeline`]: reads a source's log from its checkpoint, routes events later than the
 //!   allowed lateness to the dead-letter file, applies the rest to each view's operator,
 //!   writes changed rows to the online store after every batch, and at checkpoints writes the
@@ -15,7 +17,9 @@
 //!   the changed rows of each batch; [`window`]: one key's events and tiles, and the exact
 //!   window values as of a time.
 
+pub mod appender;
 mod checkpoint;
+pub mod connector;
 mod error;
 pub mod event;
 pub mod log;

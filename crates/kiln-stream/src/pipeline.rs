@@ -20,7 +20,7 @@ use kiln_store::online::{OnlineStore, WriteSummary};
 use crate::StreamError;
 use crate::checkpoint::{Checkpoint, SavedKey, SavedView};
 use crate::event::{EventSchema, decode_row};
-use crate::log::LogReader;
+use crate::log::{FrameKind, LogReader};
 use crate::operator::ViewOperator;
 use crate::sink::{DeadLetters, OfflineSink};
 use crate::window::Plan;
@@ -64,10 +64,13 @@ pub type Rows = Vec<(Vec<u8>, kiln_store::online::StoredRow)>;
 /// What one batch did.
 #[derive(Debug, Default)]
 pub struct Step {
+    /// Events read, and the messages a connector rejected (each of those is a dead letter).
     pub events: usize,
     pub late: usize,
     /// Events that no longer decode as rows of the source (dead letters too).
     pub undecodable: usize,
+    /// Broker messages that were not events of the source (dead letters).
+    pub malformed: usize,
     /// Per view (index into the operators), its changed rows.
     pub rows: Vec<(usize, Rows)>,
 }
@@ -181,11 +184,20 @@ impl SourceStream {
         };
         let logged = self.reader.read(max)?;
         self.behind = logged.len() == max;
-        let mut step = Step {
-            events: logged.len(),
-            ..Step::default()
-        };
+        let mut step = Step::default();
         for l in logged {
+            match l.kind {
+                FrameKind::Event => step.events += 1,
+                // Where a connector had read its broker to: nothing to apply.
+                FrameKind::Position => continue,
+                FrameKind::Rejected => {
+                    step.events += 1;
+                    step.malformed += 1;
+                    self.dead
+                        .write_malformed(&self.schema.source, l.offset, &l.payload)?;
+                    continue;
+                }
+            }
             // Logged events were checked on arrival; one that no longer decodes (the source's
             // columns changed since) is set aside, not allowed to stop the stream.
             let row = match decode_row(&l.payload, self.schema.columns.len()) {
@@ -275,6 +287,7 @@ pub struct RunSummary {
     pub events: u64,
     pub late: u64,
     pub undecodable: u64,
+    pub malformed: u64,
     pub rows_written: u64,
     pub position: u64,
     pub stream_time: Option<String>,
@@ -300,6 +313,7 @@ pub fn run(
         summary.events += step.events as u64;
         summary.late += step.late as u64;
         summary.undecodable += step.undecodable as u64;
+        summary.malformed += step.malformed as u64;
         for (i, rows) in std::mem::take(&mut step.rows) {
             let table = stream.operators[i].table();
             summary.rows_written += rows.len() as u64;

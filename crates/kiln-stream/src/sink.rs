@@ -5,8 +5,9 @@
 //!   the flush covers), so `kiln dataset build` backfills from exactly what the stream saw.
 //!   Files are written under a hidden name and renamed; a restart deletes the parts at or past
 //!   its checkpoint's offset before replaying them.
-//! - [`DeadLetters`]: events the stream did not apply (too late), one JSON object per line
-//!   with the reason and the log offset. A restart cuts the file back to the length its
+//! - [`DeadLetters`]: events the stream did not apply (too late, no longer decodable, or a
+//!   broker message that was not an event), one JSON object per line with the reason and the
+//!   log offset. A restart cuts the file back to the length its
 //!   checkpoint recorded, so a replay does not list an event twice.
 
 use std::collections::BTreeMap;
@@ -241,6 +242,25 @@ impl DeadLetters {
             "source": source,
             "offset": offset,
             "reason": format!("undecodable: {why}"),
+        }))
+    }
+
+    /// A broker message a connector could not read as an event (`record` is what it logged:
+    /// origin, reason and the message).
+    pub fn write_malformed(
+        &mut self,
+        source: &str,
+        offset: u64,
+        record: &[u8],
+    ) -> Result<(), StreamError> {
+        let record: serde_json::Value = serde_json::from_slice(record).unwrap_or_default();
+        self.line(&serde_json::json!({
+            "source": source,
+            "offset": offset,
+            "reason": format!("malformed: {}", record["reason"].as_str().unwrap_or("unreadable")),
+            "origin": record["origin"],
+            "message": record["message"],
+            "truncated": record["truncated"],
         }))
     }
 

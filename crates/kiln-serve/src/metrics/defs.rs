@@ -297,7 +297,7 @@ pub const STREAM_DEAD_LETTERS: MetricDef = MetricDef {
     name: "kiln_stream_dead_letters_total",
     kind: Kind::Counter,
     labels: &["source", "reason"],
-    help: "Events the embedded stream did not apply and wrote to the dead-letter file (reason: late, undecodable).",
+    help: "Events the embedded stream did not apply and wrote to the dead-letter file (reason: late, undecodable, malformed: a broker message that is not an event).",
     buckets: &[],
 };
 pub const STREAM_TIME: MetricDef = MetricDef {
@@ -308,8 +308,23 @@ pub const STREAM_TIME: MetricDef = MetricDef {
     buckets: &[],
 };
 
+pub const STREAM_BROKER_MESSAGES: MetricDef = MetricDef {
+    name: "kiln_stream_broker_messages_total",
+    kind: Kind::Counter,
+    labels: &["source"],
+    help: "Messages a broker connector (Kafka, NATS JetStream) read into the source's log.",
+    buckets: &[],
+};
+pub const STREAM_BROKER_REJECTED: MetricDef = MetricDef {
+    name: "kiln_stream_broker_rejected_total",
+    kind: Kind::Counter,
+    labels: &["source"],
+    help: "Broker messages (or events in them) that were not events of the source; logged as dead letters.",
+    buckets: &[],
+};
+
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 39] = [
+pub const ALL: [&MetricDef; 41] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -344,6 +359,8 @@ pub const ALL: [&MetricDef; 39] = [
     &STREAM_APPLIED,
     &STREAM_DEAD_LETTERS,
     &STREAM_TIME,
+    &STREAM_BROKER_MESSAGES,
+    &STREAM_BROKER_REJECTED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

@@ -243,12 +243,24 @@ impl ServeMetrics {
         }
     }
 
+    /// What the broker connector of `source` has read since the process started.
+    pub fn broker_read(&self, source: &str, messages: u64, rejected: u64) {
+        self.counter(&STREAM_BROKER_MESSAGES, &[source])
+            .absolute(messages);
+        self.counter(&STREAM_BROKER_REJECTED, &[source])
+            .absolute(rejected);
+    }
+
     /// One batch of the embedded stream of `source`.
     pub fn stream_step(&self, source: &str, step: &kiln_stream::pipeline::Step, stream_time: i64) {
-        let applied = step.events - step.late - step.undecodable;
+        let applied = step.events - step.late - step.undecodable - step.malformed;
         self.counter(&STREAM_APPLIED, &[source])
             .increment(applied as u64);
-        for (reason, n) in [("late", step.late), ("undecodable", step.undecodable)] {
+        for (reason, n) in [
+            ("late", step.late),
+            ("undecodable", step.undecodable),
+            ("malformed", step.malformed),
+        ] {
             if n > 0 {
                 self.counter(&STREAM_DEAD_LETTERS, &[source, reason])
                     .increment(n as u64);

@@ -44,18 +44,48 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     let store = project.online_store()?;
     let mut options = project.serve_options()?;
     let streams = crate::streaming::streamed(project, &state, &[])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut connectors = Vec::new();
     if !streams.is_empty() {
         let schemas = streams
             .iter()
             .map(|s| s.schema())
             .collect::<anyhow::Result<Vec<_>>>()?;
-        options.push = Some(Arc::new(kiln_stream::push::PushHub::open(
+        let hub = Arc::new(kiln_stream::push::PushHub::open(
             &project.config.stream.dir(&project.dir),
             schemas,
-        )?));
+        )?);
+        // This process holds the logs, so it reads the brokers into them too.
+        connectors = crate::streaming::start_connectors(
+            project,
+            &streams,
+            |name| Ok(hub.log(name)),
+            &stop,
+            false,
+        )?;
+        for c in &connectors {
+            eprintln!("reading {} into source {}'s log", c.broker, c.source);
+        }
+        options.push = Some(hub);
+    } else if let Some(name) = project.config.stream.sources.keys().next() {
+        anyhow::bail!(
+            "stream.sources.{name}: no online feature view with windowed aggregations reads a source, so there is nothing to stream it into"
+        );
     }
     let serve_state = ServeState::new(state, Some(registry), store.clone(), options);
-    let stop = Arc::new(AtomicBool::new(false));
+    for c in &connectors {
+        let (stats, source, metrics) = (c.stats.clone(), c.source.clone(), serve_state.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                metrics.metrics().broker_read(
+                    &source,
+                    stats.messages.load(Ordering::Relaxed),
+                    stats.rejected.load(Ordering::Relaxed),
+                );
+            }
+        });
+    }
     let mut embedded = Vec::new();
     if project.config.stream.embedded {
         for s in &streams {
@@ -94,8 +124,16 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
         store.describe()
     );
     let served = kiln_serve::serve(listener, serve_state, refresh, shutdown_signal()).await;
-    // The embedded streams checkpoint and stop once the server has drained.
+    // The connectors and embedded streams stop (the streams checkpoint) once the server has
+    // drained.
     stop.store(true, Ordering::Relaxed);
+    for c in connectors {
+        match c.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("reading {} stopped with an error: {e}", c.broker),
+            Err(e) => eprintln!("connector task failed: {e}"),
+        }
+    }
     for t in embedded {
         match t.await {
             Ok(Ok(_)) => {}

@@ -73,6 +73,25 @@ async fn run_streams(ctx: &Ctx, project: &Project, a: RunArgs) -> anyhow::Result
         });
     }
     let quiet = ctx.quiet || ctx.json();
+    let mut connectors = crate::streaming::start_connectors(
+        project,
+        &sources,
+        |name| crate::streaming::open_log(project, name),
+        &stop,
+        a.until_idle,
+    )?;
+    for c in &connectors {
+        if !quiet {
+            eprintln!("reading {} into source {}'s log", c.broker, c.source);
+        }
+    }
+    let mut brokers = Vec::new();
+    if a.until_idle {
+        // A catch-up run: first everything the brokers hold into the logs, then the logs.
+        for c in connectors.drain(..) {
+            brokers.push(finish(c).await?);
+        }
+    }
     let mut tasks = Vec::new();
     for s in sources {
         let mut stream = s.open(project)?;
@@ -113,20 +132,47 @@ async fn run_streams(ctx: &Ctx, project: &Project, a: RunArgs) -> anyhow::Result
             })
         }));
     }
-    let mut summaries: Vec<RunSummary> = Vec::new();
+    let mut summaries: Vec<SourceRun> = Vec::new();
+    let mut failed = None;
     for t in tasks {
-        summaries.push(t.await??);
+        match t.await? {
+            Ok(run) => summaries.push(SourceRun { run, broker: None }),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                failed = failed.or(Some(e));
+            }
+        }
+    }
+    // The pipelines stopped, so `stop` is set: the connectors return within a poll.
+    stop.store(true, Ordering::Relaxed);
+    for c in connectors {
+        brokers.push(finish(c).await?);
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    for (source, b) in brokers {
+        if let Some(s) = summaries.iter_mut().find(|s| s.run.source == source) {
+            s.broker = Some(b);
+        }
     }
     if ctx.json() {
         return crate::output::json(&summaries);
     }
-    for s in &summaries {
+    for SourceRun { run: s, broker } in &summaries {
+        if let Some(b) = broker {
+            println!(
+                "{}: {} messages from {} ({} events, {} rejected, {} redelivered and skipped)",
+                s.source, b.messages, b.broker, b.events, b.rejected, b.duplicates
+            );
+        }
         println!(
-            "{}: {} events applied, {} late and {} undecodable (dead letters in {}), {} online rows written, checkpoint at log offset {}{}",
+            "{}: {} events applied, {} late, {} undecodable and {} malformed (dead letters in {}), {} online rows written, checkpoint at log offset {}{}",
             s.source,
-            s.events - s.late - s.undecodable,
+            s.events - s.late - s.undecodable - s.malformed,
             s.late,
             s.undecodable,
+            s.malformed,
             s.dead_letters,
             s.rows_written,
             s.position,
@@ -137,6 +183,42 @@ async fn run_streams(ctx: &Ctx, project: &Project, a: RunArgs) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// One source's run, with what its broker connector read.
+#[derive(Serialize)]
+struct SourceRun {
+    #[serde(flatten)]
+    run: RunSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<BrokerRun>,
+}
+
+#[derive(Serialize)]
+struct BrokerRun {
+    broker: String,
+    messages: u64,
+    events: u64,
+    rejected: u64,
+    duplicates: u64,
+}
+
+/// Waits for a connector to return; its source and what it read.
+async fn finish(c: crate::streaming::Running) -> anyhow::Result<(String, BrokerRun)> {
+    c.task
+        .await?
+        .with_context(|| format!("reading {} into source {}", c.broker, c.source))?;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    Ok((
+        c.source,
+        BrokerRun {
+            broker: c.broker,
+            messages: n(&c.stats.messages),
+            events: n(&c.stats.events),
+            rejected: n(&c.stats.rejected),
+            duplicates: n(&c.stats.duplicates),
+        },
+    ))
 }
 
 async fn push(ctx: &Ctx, project: &Project, a: PushArgs) -> anyhow::Result<()> {

@@ -1,10 +1,12 @@
 //! `[stream]`: the embedded event log, the streaming aggregation it feeds, and whether
 //! `kiln serve` runs that stream itself.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln_core::time::parse_duration;
+use kiln_stream::connector::BrokerSource;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +32,10 @@ pub struct StreamConfig {
     /// `kiln stream run`).
     #[serde(default)]
     pub embedded: bool,
+    /// Sources read from a broker as well as the push API, by source name:
+    /// `[stream.sources.transactions.kafka]` or `[stream.sources.transactions.nats]`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, BrokerSource>,
 }
 
 fn default_dir() -> String {
@@ -57,6 +63,7 @@ impl Default for StreamConfig {
             checkpoint_events: default_checkpoint_events(),
             batch: default_batch(),
             embedded: false,
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -77,6 +84,19 @@ impl StreamConfig {
         ] {
             if value == 0 {
                 errors.push(format!("stream.{key} must be at least 1"));
+            }
+        }
+        for (name, source) in &self.sources {
+            let required: &[(&str, &str)] = match source {
+                BrokerSource::Kafka(k) => {
+                    &[("kafka.brokers", &k.brokers), ("kafka.topic", &k.topic)]
+                }
+                BrokerSource::Nats(n) => &[("nats.url", &n.url), ("nats.stream", &n.stream)],
+            };
+            for (key, value) in required {
+                if value.trim().is_empty() {
+                    errors.push(format!("stream.sources.{name}.{key} must not be empty"));
+                }
             }
         }
     }

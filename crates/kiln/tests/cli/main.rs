@@ -5,6 +5,7 @@
 
 mod aggregations;
 mod alerts;
+mod brokers;
 mod common;
 mod dataset;
 mod definitions;

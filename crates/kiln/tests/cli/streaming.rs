@@ -14,7 +14,7 @@ use crate::common::*;
 const T0: i64 = aggregations::T0 / 1_000_000;
 
 /// A project whose transactions source is a directory seeded with one old event.
-fn project() -> Project {
+pub(crate) fn project() -> Project {
     let p = init(&[]);
     // The batch tests' view, over a directory instead of one file.
     p.write(
@@ -36,7 +36,7 @@ fn project() -> Project {
     p
 }
 
-fn event(card: i64, minute: i64, amount: f64, merchant: &str) -> serde_json::Value {
+pub(crate) fn event(card: i64, minute: i64, amount: f64, merchant: &str) -> serde_json::Value {
     serde_json::json!({
         "card_id": card,
         "ts": T0 + minute * 60,
@@ -46,7 +46,7 @@ fn event(card: i64, minute: i64, amount: f64, merchant: &str) -> serde_json::Val
 }
 
 /// `kiln features get` for cards in the project at `dir`, as JSON (Feast's response shape).
-fn online(dir: &Path, cards: &str) -> serde_json::Value {
+pub(crate) fn online(dir: &Path, cards: &str) -> serde_json::Value {
     json(kiln(
         dir,
         &[
@@ -186,14 +186,14 @@ fn pushed_events_are_aggregated_online_and_agree_with_the_batch_side() {
 }
 
 /// A small LCG: random enough for kill times, reproducible from the printed seed.
-fn next(state: &mut u64) -> u64 {
+pub(crate) fn next(state: &mut u64) -> u64 {
     *state = state
         .wrapping_mul(6_364_136_223_846_793_005)
         .wrapping_add(1_442_695_040_888_963_407);
     *state >> 33
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");
