@@ -140,12 +140,13 @@ impl SourceSpec {
 }
 
 /// One windowed aggregation of a feature view: `function` over `column` of the source's events
-/// in the `window_seconds` before each point in time, grouped by the view's join keys.
+/// in a window before each point in time, grouped by the view's join keys.
 ///
-/// The value as of time `T` covers the events with `T - window < event_ts <= T`. With no such
-/// event (or none with a non-null value), `count` and `count_distinct` are 0 and every other
-/// function is null. The batch backfill (`kiln dataset build`) computes exactly this; the
-/// streaming side (`kiln-stream`) computes the same.
+/// The value as of time `T` covers the events of the window as of `T` ([`Window`]: sliding,
+/// `T - window < event_ts <= T`, or tumbling, the epoch-aligned bucket holding `T` up to `T`).
+/// With no such event (or none with a non-null value), `count` and `count_distinct` are 0 and
+/// every other function is null. The batch backfill (`kiln dataset build`) computes exactly
+/// this; the streaming side (`kiln-stream`) computes the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregationSpec {
     /// The output feature, `{column}_{function}_{window}` (or `count_{window}`).
@@ -156,6 +157,9 @@ pub struct AggregationSpec {
     #[serde(default)]
     pub column: Option<Field>,
     pub window_seconds: u64,
+    /// Sliding (the default, left out when stored) or tumbling.
+    #[serde(default, skip_serializing_if = "WindowKind::is_sliding")]
+    pub kind: WindowKind,
 }
 
 impl AggregationSpec {
@@ -163,6 +167,82 @@ impl AggregationSpec {
         i64::try_from(self.window_seconds)
             .unwrap_or(i64::MAX)
             .saturating_mul(MICROS_PER_SECOND)
+    }
+
+    pub fn window(&self) -> Window {
+        Window {
+            kind: self.kind,
+            micros: self.window_micros(),
+        }
+    }
+}
+
+/// How a window moves with the time it is read as of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// The window's length before `T`: `T - window < event_ts <= T`.
+    #[default]
+    Sliding,
+    /// The bucket holding `T`, from its start up to `T`: buckets of the window's length aligned
+    /// to the Unix epoch (a `1d` bucket is a UTC day), `floor(T / window) * window <= event_ts
+    /// <= T`. At a bucket's end the value starts again from nothing.
+    Tumbling,
+}
+
+impl WindowKind {
+    pub fn is_sliding(&self) -> bool {
+        *self == WindowKind::Sliding
+    }
+}
+
+impl std::fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WindowKind::Sliding => "sliding",
+            WindowKind::Tumbling => "tumbling",
+        })
+    }
+}
+
+/// A window of a given kind and length: which events it holds as of a time. Every
+/// implementation (batch kernel, its oracle, the streaming operator) asks this one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub kind: WindowKind,
+    /// The length, in microseconds (positive).
+    pub micros: Micros,
+}
+
+impl Window {
+    pub fn sliding(micros: Micros) -> Window {
+        Window {
+            kind: WindowKind::Sliding,
+            micros,
+        }
+    }
+
+    /// Events with `event_ts <= horizon(T)` are outside the window as of `T` (those up to `T`
+    /// and after it, inside).
+    pub fn horizon(&self, t: Micros) -> Micros {
+        match self.kind {
+            WindowKind::Sliding => t.saturating_sub(self.micros),
+            WindowKind::Tumbling => t
+                .div_euclid(self.micros)
+                .saturating_mul(self.micros)
+                .saturating_sub(1),
+        }
+    }
+
+    /// The first moment at which the window no longer holds an event at `ts`.
+    pub fn leaves(&self, ts: Micros) -> Micros {
+        match self.kind {
+            WindowKind::Sliding => ts.saturating_add(self.micros),
+            WindowKind::Tumbling => ts
+                .div_euclid(self.micros)
+                .saturating_add(1)
+                .saturating_mul(self.micros),
+        }
     }
 }
 
@@ -391,6 +471,34 @@ impl std::str::FromStr for MissingPolicy {
                     "unknown missing-value policy {other:?} (expected missing, reject or default:NUMBER)"
                 )),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::{Window, WindowKind};
+
+    /// `horizon` and `leaves` against the definitions, over small times on both sides of the
+    /// epoch: an event is in the window as of `t` iff `horizon(t) < ts <= t`, and `leaves(ts)`
+    /// is the first `t >= ts` at which it is not.
+    #[test]
+    fn horizon_and_leaves_agree_with_the_definitions() {
+        for micros in [1, 3, 10] {
+            for kind in [WindowKind::Sliding, WindowKind::Tumbling] {
+                let w = Window { kind, micros };
+                for ts in -25i64..25 {
+                    for t in ts..ts + 30 {
+                        let inside = match kind {
+                            WindowKind::Sliding => t - micros < ts,
+                            WindowKind::Tumbling => t.div_euclid(micros) * micros <= ts,
+                        };
+                        assert_eq!(w.horizon(t) < ts, inside, "{kind} {micros}: ts {ts}, t {t}");
+                    }
+                    let first_out = (ts..).find(|&t| w.horizon(t) >= ts).expect("leaves");
+                    assert_eq!(w.leaves(ts), first_out, "{kind} {micros}: ts {ts}");
+                }
+            }
         }
     }
 }

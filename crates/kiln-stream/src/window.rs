@@ -1,7 +1,8 @@
 //! One key's windowed state and the exact value of every aggregation as of a time `T`.
 //!
 //! The contract is the batch side's (`kiln_features::window`): the value as of `T` covers the
-//! events with `T - w < event_ts <= T`. Exactness at an arbitrary `T` needs the events near the
+//! events with `horizon(T) < event_ts <= T` (`horizon` is `T - w` for a sliding window, the
+//! instant before `T`'s bucket for a tumbling one; [`kiln_core::spec::Window`]). Exactness at an arbitrary `T` needs the events near the
 //! window's edges one by one, so a key keeps its raw events for the longest window; what it
 //! does not do is rescan them. A window holding up to 64 events is folded from them directly;
 //! past that, each window of 16 s or more has a tile size (about a sixteenth of it, from a fixed
@@ -21,7 +22,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use kiln_core::Value;
-use kiln_core::spec::{AggFunction, ViewVersion};
+use kiln_core::spec::{AggFunction, ViewVersion, Window};
 use kiln_core::time::{MICROS_PER_SECOND, Micros};
 use kiln_core::value::ValueWriter;
 use kiln_features::window::swag::{Moments, Monoid, SumF};
@@ -44,7 +45,7 @@ struct Feature {
     function: AggFunction,
     /// Index into the plan's slots.
     slot: usize,
-    window: Micros,
+    window: Window,
     /// Index into the plan's tile sizes; `None` for windows too short to tile.
     tile: Option<usize>,
     /// Whether the input is a float column (integers sum exactly).
@@ -61,8 +62,7 @@ pub struct Plan {
     slots: Vec<Option<usize>>,
     features: Vec<Feature>,
     tiles: Vec<Micros>,
-    windows: Vec<Micros>,
-    pub max_window: Micros,
+    windows: Vec<Window>,
 }
 
 impl Plan {
@@ -82,7 +82,7 @@ impl Plan {
             .collect::<Result<_, _>>()?;
         let mut slots: Vec<Option<usize>> = vec![None];
         let mut tiles: Vec<Micros> = Vec::new();
-        let mut windows: Vec<Micros> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
         let mut features = Vec::new();
         for a in &view.aggregations {
             let slot = match &a.column {
@@ -98,12 +98,12 @@ impl Plan {
                     }
                 }
             };
-            let window = a.window_micros();
+            let window = a.window();
             let tile = TILE_LADDER
                 .iter()
                 .rev()
                 .map(|s| s * MICROS_PER_SECOND)
-                .find(|t| t.saturating_mul(TILES_PER_WINDOW) <= window)
+                .find(|t| t.saturating_mul(TILES_PER_WINDOW) <= window.micros)
                 .map(|t| match tiles.iter().position(|x| *x == t) {
                     Some(i) => i,
                     None => {
@@ -125,7 +125,6 @@ impl Plan {
                     .is_some_and(|c| c.dtype == kiln_core::ValueType::Float64),
             });
         }
-        let max_window = windows.iter().copied().max().unwrap_or(0);
         Ok(Plan {
             view: view.clone(),
             keys,
@@ -133,7 +132,6 @@ impl Plan {
             features,
             tiles,
             windows,
-            max_window,
         })
     }
 
@@ -337,11 +335,9 @@ impl KeyState {
     pub fn next_change(&self, plan: &Plan, after: Micros) -> Option<Micros> {
         plan.windows
             .iter()
-            .filter_map(|&w| {
-                let i = self
-                    .events
-                    .partition_point(|e| e.ts <= after.saturating_sub(w));
-                self.events.get(i).map(|e| e.ts.saturating_add(w))
+            .filter_map(|w| {
+                let i = self.events.partition_point(|e| e.ts <= w.horizon(after));
+                self.events.get(i).map(|e| w.leaves(e.ts))
             })
             .min()
     }
@@ -352,12 +348,9 @@ impl KeyState {
         let latest = plan
             .windows
             .iter()
-            .filter_map(|&w| {
-                let i = self
-                    .events
-                    .partition_point(|e| e.ts <= now.saturating_sub(w));
-                i.checked_sub(1)
-                    .map(|i| self.events[i].ts.saturating_add(w))
+            .filter_map(|w| {
+                let i = self.events.partition_point(|e| e.ts <= w.horizon(now));
+                i.checked_sub(1).map(|i| w.leaves(self.events[i].ts))
             })
             .max();
         match latest {
@@ -371,7 +364,12 @@ impl KeyState {
 
     /// Drops what no window as of `as_of` or later can see.
     pub fn collect_garbage(&mut self, plan: &Plan) {
-        let horizon = self.as_of.saturating_sub(plan.max_window);
+        let horizon = plan
+            .windows
+            .iter()
+            .map(|w| w.horizon(self.as_of))
+            .min()
+            .unwrap_or(self.as_of);
         while self.events.front().is_some_and(|e| e.ts <= horizon) {
             self.events.pop_front();
         }
@@ -395,11 +393,11 @@ impl KeyState {
     /// Every feature's value as of `t`, in the view's feature order.
     pub fn values(&mut self, plan: &Plan, t: Micros) -> Vec<Value> {
         // count, sum and max of one column over one window share one accumulator.
-        let mut accs: Vec<(usize, Micros, Acc)> = Vec::new();
+        let mut accs: Vec<(usize, Window, Acc)> = Vec::new();
         plan.features
             .iter()
             .map(|f| {
-                let lo = t.saturating_sub(f.window);
+                let lo = f.window.horizon(t);
                 match f.function {
                     AggFunction::Last => self
                         .events

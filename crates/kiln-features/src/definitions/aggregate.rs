@@ -1,6 +1,6 @@
 //! Checks a view's `[[feature_view.aggregations]]` and expands them into one feature per
 //! (function, column, window), named `{column}_{function}_{window}` (`count_{window}` for a
-//! count of events), with its output type.
+//! count of events; `_tumbling` appended for tumbling windows), with its output type.
 //!
 //! Input columns are read widened: integers as int64, floats as float64. Output types:
 //! `count` and `count_distinct` int64; `mean` and `stddev` float64; `sum`, `min`, `max` and
@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use arrow_schema::{DataType, SchemaRef};
 use kiln_core::ValueType;
-use kiln_core::spec::{AggFunction, AggregationSpec, Field};
+use kiln_core::spec::{AggFunction, AggregationSpec, Field, WindowKind};
 use kiln_core::time::parse_duration;
 use kiln_store::offline::column_list;
 use toml::Spanned;
@@ -69,12 +69,31 @@ fn accepts(function: AggFunction, t: ValueType) -> Result<(), &'static str> {
     }
 }
 
-/// The output feature of one (function, column, window as written).
-pub(crate) fn feature_name(function: AggFunction, column: Option<&str>, window: &str) -> String {
+/// The output feature of one (function, column, window as written, window kind).
+pub(crate) fn feature_name(
+    function: AggFunction,
+    column: Option<&str>,
+    window: &str,
+    kind: WindowKind,
+) -> String {
     let window: String = window.chars().filter(|c| !c.is_whitespace()).collect();
+    let suffix = match kind {
+        WindowKind::Sliding => "",
+        WindowKind::Tumbling => "_tumbling",
+    };
     match column {
-        Some(c) => format!("{c}_{function}_{window}"),
-        None => format!("{function}_{window}"),
+        Some(c) => format!("{c}_{function}_{window}{suffix}"),
+        None => format!("{function}_{window}{suffix}"),
+    }
+}
+
+fn window_kind(text: &str) -> Result<WindowKind, String> {
+    match text {
+        "sliding" => Ok(WindowKind::Sliding),
+        "tumbling" => Ok(WindowKind::Tumbling),
+        other => Err(format!(
+            "unknown window kind {other:?}: \"sliding\" (the window's length before each time) or \"tumbling\" (the epoch-aligned bucket holding it)"
+        )),
     }
 }
 
@@ -103,7 +122,7 @@ pub(super) fn check(
     let mut fields = Vec::new();
     let mut specs = Vec::new();
     let mut names: HashSet<String> = ctx.join_keys.iter().map(|k| k.name.clone()).collect();
-    let mut same: HashSet<(AggFunction, Option<String>, u64)> = HashSet::new();
+    let mut same: HashSet<(AggFunction, Option<String>, u64, WindowKind)> = HashSet::new();
     for (i, a) in raw.iter().enumerate() {
         let a = a.get_ref();
         let at = format!("{}.aggregations[{i}]", ctx.what);
@@ -180,6 +199,15 @@ pub(super) fn check(
                 },
             },
         }
+        let kind = match a.kind.as_ref().map(|k| (k, window_kind(k.get_ref()))) {
+            None => WindowKind::Sliding,
+            Some((_, Ok(kind))) => kind,
+            Some((k, Err(msg))) => {
+                c.push(loc.diag(k.span(), format!("{at}.kind"), msg));
+                ok = false;
+                WindowKind::Sliding
+            }
+        };
         if a.windows.get_ref().is_empty() {
             c.push(loc.diag(
                 a.windows.span(),
@@ -200,7 +228,7 @@ pub(super) fn check(
             };
             let Some(f) = function else { continue };
             let col_name = a.column.as_ref().map(|c| c.get_ref().as_str());
-            let name = feature_name(f, col_name, w.get_ref());
+            let name = feature_name(f, col_name, w.get_ref(), kind);
             let valid = Spanned::new(
                 a.column.as_ref().map_or(w.span(), |c| c.span()),
                 name.clone(),
@@ -218,7 +246,7 @@ pub(super) fn check(
                 ok = false;
                 continue;
             }
-            if !same.insert((f, col_name.map(str::to_string), secs)) {
+            if !same.insert((f, col_name.map(str::to_string), secs, kind)) {
                 c.push(loc.diag(
                     w.span(),
                     field,
@@ -244,6 +272,7 @@ pub(super) fn check(
                 function: f,
                 column: column.clone(),
                 window_seconds: secs,
+                kind,
             });
         }
     }
@@ -257,14 +286,28 @@ mod tests {
     #[test]
     fn features_are_named_by_window_as_written() {
         assert_eq!(
-            feature_name(AggFunction::Sum, Some("amount"), "24h"),
+            feature_name(AggFunction::Sum, Some("amount"), "24h", WindowKind::Sliding),
             "amount_sum_24h"
         );
         assert_eq!(
-            feature_name(AggFunction::CountDistinct, Some("merchant"), "1d 12h"),
+            feature_name(
+                AggFunction::CountDistinct,
+                Some("merchant"),
+                "1d 12h",
+                WindowKind::Sliding
+            ),
             "merchant_count_distinct_1d12h"
         );
-        assert_eq!(feature_name(AggFunction::Count, None, "10m"), "count_10m");
+        assert_eq!(
+            feature_name(AggFunction::Count, None, "10m", WindowKind::Sliding),
+            "count_10m"
+        );
+        assert_eq!(
+            feature_name(AggFunction::Count, None, "1d", WindowKind::Tumbling),
+            "count_1d_tumbling"
+        );
+        assert_eq!(window_kind("tumbling"), Ok(WindowKind::Tumbling));
+        assert!(window_kind("hopping").is_err());
         assert!(window("0").is_err());
         assert!(window("1x").is_err());
         assert_eq!(window("1h"), Ok(3_600));

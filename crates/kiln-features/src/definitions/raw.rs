@@ -93,6 +93,9 @@ pub(crate) struct RawAggregation {
     pub function: Spanned<String>,
     /// Durations such as "10m", "1h", "7d".
     pub windows: Spanned<Vec<Spanned<String>>>,
+    /// The windows' kind: "sliding" (the default) or "tumbling".
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {

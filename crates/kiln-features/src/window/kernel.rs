@@ -1,7 +1,8 @@
 //! The windowed-aggregation kernel for one partition: events and entity rows sorted by (key,
 //! time), walked together. For each entity row `(key, T)` and window `w`, the events in the
 //! window are a contiguous run `lo..hi` of the key's sorted events (`hi`: first with
-//! `event_ts > T`; `lo`: first with `event_ts > T - w`), and both ends only move forward as `T`
+//! `event_ts > T`; `lo`: first past the window's horizon, `T - w` sliding or the start of `T`'s
+//! bucket tumbling), and both ends only move forward as `T`
 //! grows, so each aggregate is maintained incrementally: prefix sums for counts and integer
 //! sums (exact, in i128), [`super::swag`] for min, max and float sums and moments, a count map
 //! for `count_distinct`, and a "latest valid event at or before" index for `last`. No entity
@@ -16,7 +17,7 @@ use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::DataType;
 use arrow_select::take::take;
-use kiln_core::spec::AggFunction;
+use kiln_core::spec::{AggFunction, Window};
 
 use super::swag::{MaxF, MaxI, MinF, MinI, Moments, Monoid, SumF, TwoStacks};
 use crate::FeatureError;
@@ -33,7 +34,7 @@ pub(crate) struct Events<'a> {
 /// One aggregate to compute.
 pub(crate) struct Agg<'a> {
     pub function: AggFunction,
-    pub window_micros: i64,
+    pub window: Window,
     /// The input column (normalised: int64, float64, utf8, ...); `None` for a count of events.
     pub input: Option<&'a ArrayRef>,
 }
@@ -76,8 +77,8 @@ impl Sorted {
     }
 
     /// Calls `f(row, group_changed, lo, hi)` for every entity row in (group, T) order, where
-    /// `lo..hi` are the sorted events of the row's group in `(T - w, T]`.
-    fn walk(&self, w: i64, mut f: impl FnMut(usize, bool, usize, usize)) {
+    /// `lo..hi` are the sorted events of the row's group in the window as of `T`: `(horizon(T), T]`.
+    fn walk(&self, w: Window, mut f: impl FnMut(usize, bool, usize, usize)) {
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut group = None;
         for &(k, row) in &self.rows {
@@ -93,7 +94,7 @@ impl Sorted {
             while hi < self.ev.len() && key_group(self.ev[hi]) == g && key_time(self.ev[hi]) <= t {
                 hi += 1;
             }
-            let from = t.saturating_sub(w);
+            let from = w.horizon(t);
             while lo < hi && key_time(self.ev[lo]) <= from {
                 lo += 1;
             }
@@ -104,14 +105,14 @@ impl Sorted {
     /// Entity rows with at least one event within `w` before them.
     pub(crate) fn matched(&self, w: i64) -> u64 {
         let mut n = 0;
-        self.walk(w, |_, _, lo, hi| n += u64::from(hi > lo));
+        self.walk(Window::sliding(w), |_, _, lo, hi| n += u64::from(hi > lo));
         n
     }
 
     /// One aggregate for every entity row, in the rows' original order.
     pub(crate) fn compute(&self, agg: &Agg<'_>) -> Result<ArrayRef, FeatureError> {
         use AggFunction as F;
-        let w = agg.window_micros;
+        let w = agg.window;
         let Some(input) = agg.input else {
             // A count of events.
             return Ok(Arc::new(self.per_row(w, |lo, hi| Some((hi - lo) as i64))));
@@ -217,7 +218,7 @@ impl Sorted {
     /// `value(lo, hi)` for every entity row; rows without a key or a timestamp get null.
     fn rows_out<T: Clone>(
         &self,
-        w: i64,
+        w: Window,
         mut value: impl FnMut(usize, usize) -> Option<T>,
     ) -> Vec<Option<T>> {
         let mut out: Vec<Option<T>> = vec![None; self.n_rows];
@@ -225,7 +226,7 @@ impl Sorted {
         out
     }
 
-    fn per_row(&self, w: i64, value: impl FnMut(usize, usize) -> Option<i64>) -> Int64Array {
+    fn per_row(&self, w: Window, value: impl FnMut(usize, usize) -> Option<i64>) -> Int64Array {
         Int64Array::from(self.rows_out(w, value))
     }
 
@@ -233,7 +234,7 @@ impl Sorted {
     /// count)`; null where the window holds no valid value.
     fn swag<M: Monoid, T: Copy>(
         &self,
-        w: i64,
+        w: Window,
         lift: impl Fn(usize) -> M,
         valid: &[bool],
         n: &dyn Fn(usize, usize) -> i64,
@@ -268,7 +269,7 @@ impl Sorted {
     }
 
     /// The value of the latest event in the window that has one.
-    fn last(&self, w: i64, input: &ArrayRef, valid: &[bool]) -> Result<ArrayRef, FeatureError> {
+    fn last(&self, w: Window, input: &ArrayRef, valid: &[bool]) -> Result<ArrayRef, FeatureError> {
         // prev[i]: the greatest j <= i with a value, as j + 1 (0 = none).
         let mut prev = vec![0usize; valid.len()];
         let mut p = 0;
@@ -291,7 +292,7 @@ impl Sorted {
     /// count per number kept as the window slides.
     fn count_distinct(
         &self,
-        w: i64,
+        w: Window,
         input: &ArrayRef,
         valid: &[bool],
     ) -> Result<Int64Array, FeatureError> {

@@ -103,7 +103,7 @@ pub(crate) fn compute(
             };
             sorted.compute(&Agg {
                 function: a.function,
-                window_micros: a.window_micros(),
+                window: a.window(),
                 input,
             })
         })

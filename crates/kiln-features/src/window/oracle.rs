@@ -56,7 +56,7 @@ pub fn oracle_aggregate(
         let mut values = Vec::new();
         for a in &aggs {
             // The key's events in the window, in (event, created, source) order.
-            let lo = t.saturating_sub(a.window_micros());
+            let lo = a.window().horizon(t);
             let mut evs: Vec<(i64, i64, usize)> = (0..norm.len())
                 .filter(|&f| {
                     !norm.event_ts.is_null(f)

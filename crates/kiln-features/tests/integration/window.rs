@@ -1,7 +1,7 @@
 //! Windowed aggregations in the point-in-time join against the brute-force oracle.
 
 use arrow_array::RecordBatch;
-use kiln_core::spec::{AggFunction, AggregationSpec, Field as KField, ViewVersion};
+use kiln_core::spec::{AggFunction, AggregationSpec, Field as KField, ViewVersion, WindowKind};
 use kiln_core::{Value, ValueType};
 use kiln_features::pit::{DatasetOptions, FeatureInput, ViewRequest, join_batches};
 use kiln_features::value_at;
@@ -20,7 +20,7 @@ fn col(name: &str, dtype: ValueType) -> KField {
 }
 
 /// A view with every function over `n` (int64), `y` (float64) and `s` (string), and a count
-/// of events, for each window (in seconds).
+/// of events, for each window (in seconds), sliding and tumbling.
 fn aggregated_view(composite: bool, created: bool, windows: &[u64]) -> ViewVersion {
     let keys: &[(&str, ValueType)] = if composite {
         &[("driver_id", ValueType::Int64), ("city", ValueType::String)]
@@ -38,11 +38,14 @@ fn aggregated_view(composite: bool, created: bool, windows: &[u64]) -> ViewVersi
     }
     aggs.push((F::Last, Some(col("s", ValueType::String))));
     aggs.push((F::CountDistinct, Some(col("s", ValueType::String))));
-    for &w in windows {
+    for (&w, kind) in windows
+        .iter()
+        .flat_map(|w| [(w, WindowKind::Sliding), (w, WindowKind::Tumbling)])
+    {
         for (f, c) in &aggs {
             let name = match c {
-                Some(c) => format!("{}_{f}_{w}s", c.name),
-                None => format!("{f}_{w}s"),
+                Some(c) => format!("{}_{f}_{w}s_{kind}", c.name),
+                None => format!("{f}_{w}s_{kind}"),
             };
             let input = c.as_ref().map(|c| c.dtype);
             if v.features.iter().any(|x| x.name == name) {
@@ -57,6 +60,7 @@ fn aggregated_view(composite: bool, created: bool, windows: &[u64]) -> ViewVersi
                 function: *f,
                 column: c.clone(),
                 window_seconds: w,
+                kind,
             });
         }
     }
@@ -239,13 +243,16 @@ fn window_bounds_and_empty_windows() {
         ),
     ]);
     let features: Vec<String> = [
-        "count_60s",
-        "n_sum_60s",
-        "n_mean_60s",
-        "n_max_60s",
-        "n_last_60s",
-        "s_count_distinct_60s",
-        "n_stddev_60s",
+        "count_60s_sliding",
+        "n_sum_60s_sliding",
+        "n_mean_60s_sliding",
+        "n_max_60s_sliding",
+        "n_last_60s_sliding",
+        "s_count_distinct_60s_sliding",
+        "n_stddev_60s_sliding",
+        // Buckets [60, 120), [120, 180), [180, 240).
+        "count_60s_tumbling",
+        "n_sum_60s_tumbling",
     ]
     .map(String::from)
     .to_vec();
@@ -267,14 +274,25 @@ fn window_bounds_and_empty_windows() {
         })
         .collect();
     use Value::{Float64 as F, Int64 as I, Null};
-    let at_200 = vec![I(2), I(25), F(12.5), I(20), I(5), I(2), F(7.5)];
+    // T = 200 is in the bucket [180, 240): only the event at 200; T = 160 in [120, 180): 160.
+    let at_200 = vec![I(2), I(25), F(12.5), I(20), I(5), I(2), F(7.5), I(1), I(5)];
     assert_eq!(
         got,
         vec![
             at_200.clone(),
-            vec![I(1), I(20), F(20.0), I(20), I(20), I(1), F(0.0)],
-            vec![I(0), Null, Null, Null, Null, I(0), Null],
-            vec![I(0), Null, Null, Null, Null, I(0), Null],
+            vec![
+                I(1),
+                I(20),
+                F(20.0),
+                I(20),
+                I(20),
+                I(1),
+                F(0.0),
+                I(1),
+                I(20)
+            ],
+            vec![I(0), Null, Null, Null, Null, I(0), Null, I(0), Null],
+            vec![I(0), Null, Null, Null, Null, I(0), Null, I(0), Null],
             at_200,
         ]
     );
@@ -291,7 +309,7 @@ fn created_cutoff_is_refused_for_aggregated_views() {
     ]);
     let req = ViewRequest {
         view: v,
-        features: vec!["count_60s".into()],
+        features: vec!["count_60s_sliding".into()],
     };
     let err = join_batches(
         &[entities],

@@ -6,7 +6,7 @@ use arrow_array::builder::{Float64Builder, Int64Builder, TimestampMicrosecondBui
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use kiln_core::ValueType;
-use kiln_core::spec::{AggFunction, AggregationSpec, Field, SourceSpec, ViewVersion};
+use kiln_core::spec::{AggFunction, AggregationSpec, Field, SourceSpec, ViewVersion, WindowKind};
 
 pub const CARD: &str = "card";
 pub const TS: &str = "ts";
@@ -55,7 +55,8 @@ pub fn batch(events: &[Ev]) -> RecordBatch {
     RecordBatch::try_new(arrow_schema(), cols).expect("batch")
 }
 
-/// Windows of 7 s (untiled), 1 min and 1 h (tiled) over every function.
+/// Sliding windows of 7 s (untiled), 1 min and 1 h (tiled), and tumbling windows of 1 min and
+/// 1 h, over every function.
 pub fn view(path: &str) -> ViewVersion {
     let windows = [7u64, 60, 3600];
     let mut aggregations = Vec::new();
@@ -74,15 +75,20 @@ pub fn view(path: &str) -> ViewVersion {
         (AggFunction::Sum, Some((MERCHANT, ValueType::Int64))),
     ];
     let mut features = Vec::new();
+    let windows = windows
+        .iter()
+        .map(|w| (*w, WindowKind::Sliding))
+        .chain([(60, WindowKind::Tumbling), (3600, WindowKind::Tumbling)]);
     for (f, col) in specs {
-        for w in windows {
+        for (w, kind) in windows.clone() {
             let column = col.map(|(n, t)| Field {
                 name: n.into(),
                 dtype: t,
             });
+            let suffix = if kind.is_sliding() { "" } else { "_tumbling" };
             let name = match &column {
-                Some(c) => format!("{}_{f}_{w}s", c.name),
-                None => format!("{f}_{w}s"),
+                Some(c) => format!("{}_{f}_{w}s{suffix}", c.name),
+                None => format!("{f}_{w}s{suffix}"),
             };
             features.push(Field {
                 name: name.clone(),
@@ -93,6 +99,7 @@ pub fn view(path: &str) -> ViewVersion {
                 function: f,
                 column,
                 window_seconds: w,
+                kind,
             });
         }
     }

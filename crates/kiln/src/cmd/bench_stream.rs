@@ -73,6 +73,7 @@ fn view(dir: &Path) -> ViewVersion {
                 function: f,
                 column,
                 window_seconds: secs,
+                kind: kiln_core::spec::WindowKind::Sliding,
             });
         }
     }

@@ -48,6 +48,12 @@ column = "merchant"
 function = "count_distinct"
 windows = ["1h"]
 
+[[feature_view.aggregations]]
+column = "amount"
+function = "sum"
+windows = ["1h"]
+kind = "tumbling"
+
 [[feature_service]]
 name = "card_fraud"
 features = ["card_activity"]
@@ -138,7 +144,8 @@ fn dataset_build_backfills_windows_exactly() {
             "amount_sum_10m",
             "amount_sum_1h",
             "amount_max_1h",
-            "merchant_count_distinct_1h"
+            "merchant_count_distinct_1h",
+            "amount_sum_1h_tumbling"
         ]
     );
     let int_col = |c: &str| -> Vec<Option<i64>> {
@@ -185,6 +192,12 @@ fn dataset_build_backfills_windows_exactly() {
         int_col("merchant_count_distinct_1h"),
         [Some(2), Some(3), Some(0), Some(0), Some(2)]
     );
+    // Tumbling hours: (1, 10m) is in [0, 60m), minutes 0 and 5; (1, 60m) starts the bucket
+    // [60m, 120m), which holds minute 60 only.
+    assert_eq!(
+        float_col("amount_sum_1h_tumbling"),
+        [Some(30.0), Some(100.0), None, None, Some(30.0)]
+    );
 
     // `kiln materialize` leaves the aggregated view out: the stream keeps it online.
     let named = fails(p.run(&["materialize", "--incremental", "--views", "card_activity"]));
@@ -213,7 +226,8 @@ fn bad_aggregations_are_reported_with_file_line_and_field() {
             "windows = [\"10m\", \"1h\"]\n\n[[feature_view.aggregations]]\ncolumn = \"amount\"",
             "windows = [\"10m\", \"1x\"]\n\n[[feature_view.aggregations]]\ncolumn = \"amont\"",
             1,
-        );
+        )
+        .replace("kind = \"tumbling\"", "kind = \"hopping\"");
     p.write("features/cards.toml", &bad);
     let err = fails(p.run(&["apply"]));
     for want in [
@@ -222,6 +236,7 @@ fn bad_aggregations_are_reported_with_file_line_and_field() {
         "feature_view[card_activity].aggregations[3].column: sum needs a numeric",
         "feature_view[card_activity].aggregations[0].windows[1]",
         "feature_view[card_activity].aggregations[1].column: column \"amont\" is not in",
+        "feature_view[card_activity].aggregations[4].kind: unknown window kind \"hopping\"",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -120,8 +120,9 @@ fn pushed_events_are_aggregated_online_and_agree_with_the_batch_side() {
     assert_eq!(runs[0]["late"], 0, "{runs}");
 
     // Card 1 as of minute 60: the 10m window (50, 60] holds minute 60; the 1h window (0, 60]
-    // minutes 5, 30 and 60. Card 2's event left its 10m window at minute 11, so its row is as
-    // of then: nothing in 10m, one event in 1h. Card 3 has no events.
+    // minutes 5, 30 and 60. Card 2's event left its 10m window at minute 11 and its tumbling
+    // hour [0, 60) at minute 60, the stream's time, so its row is as of then: nothing in 10m,
+    // one event in the sliding 1h (0, 60], nothing in the tumbling hour. Card 3 has no events.
     let got = online(&p.dir, "1,2,3");
     let values = |i: usize| got["results"][i]["values"].clone();
     assert_eq!(values(1), serde_json::json!([1, 0, null]), "{got}");
@@ -131,7 +132,23 @@ fn pushed_events_are_aggregated_online_and_agree_with_the_batch_side() {
     assert_eq!(values(5), serde_json::json!([3, 1, null]), "{got}");
     let times = got["results"][1]["event_timestamps"].clone();
     assert_eq!(times[0], "2026-01-01T01:00:00Z", "{got}");
-    assert_eq!(times[1], "2026-01-01T00:11:00Z", "{got}");
+    assert_eq!(times[1], "2026-01-01T01:00:00Z", "{got}");
+    // The tumbling hour as of minute 60 is the bucket [60, 120): card 1's event at 60 only.
+    let tumbling = json(p.run(&[
+        "-o",
+        "json",
+        "features",
+        "get",
+        "--features",
+        "card_activity:amount_sum_1h_tumbling",
+        "--entity",
+        "card_id=1,2",
+    ]));
+    assert_eq!(
+        tumbling["results"][1]["values"],
+        serde_json::json!([100.0, null]),
+        "{tumbling}"
+    );
 
     // The events reached the offline store, partitioned by date, and the batch side agrees.
     let part = std::fs::read_dir(p.dir.join("data/transactions/date=2026-01-01"))
