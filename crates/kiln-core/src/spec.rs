@@ -143,7 +143,8 @@ impl SourceSpec {
 /// in a window before each point in time, grouped by the view's join keys.
 ///
 /// The value as of time `T` covers the events of the window as of `T` ([`Window`]: sliding,
-/// `T - window < event_ts <= T`, or tumbling, the epoch-aligned bucket holding `T` up to `T`).
+/// `T - window < event_ts <= T`; tumbling, the epoch-aligned bucket holding `T` up to `T`; or
+/// session, the key's events since its current session began, none once it ended).
 /// With no such event (or none with a non-null value), `count` and `count_distinct` are 0 and
 /// every other function is null. The batch backfill (`kiln dataset build`) computes exactly
 /// this; the streaming side (`kiln-stream`) computes the same.
@@ -157,7 +158,7 @@ pub struct AggregationSpec {
     #[serde(default)]
     pub column: Option<Field>,
     pub window_seconds: u64,
-    /// Sliding (the default, left out when stored) or tumbling.
+    /// Sliding (the default, left out when stored), tumbling or session.
     #[serde(default, skip_serializing_if = "WindowKind::is_sliding")]
     pub kind: WindowKind,
 }
@@ -188,6 +189,11 @@ pub enum WindowKind {
     /// to the Unix epoch (a `1d` bucket is a UTC day), `floor(T / window) * window <= event_ts
     /// <= T`. At a bucket's end the value starts again from nothing.
     Tumbling,
+    /// The key's current session, the window's length being the gap that ends one: the events up
+    /// to `T` back to the first that came a gap or more after the one before it, provided the
+    /// latest came less than a gap before `T`; once `T` is a gap past the latest event, the
+    /// session has ended and the window is empty.
+    Session,
 }
 
 impl WindowKind {
@@ -201,6 +207,7 @@ impl std::fmt::Display for WindowKind {
         f.write_str(match self {
             WindowKind::Sliding => "sliding",
             WindowKind::Tumbling => "tumbling",
+            WindowKind::Session => "session",
         })
     }
 }
@@ -223,26 +230,47 @@ impl Window {
     }
 
     /// Events with `event_ts <= horizon(T)` are outside the window as of `T` (those up to `T`
-    /// and after it, inside).
-    pub fn horizon(&self, t: Micros) -> Micros {
+    /// and after it, inside); `None` for a session window, whose bounds depend on the events
+    /// ([`Window::session_horizon`]).
+    pub fn horizon(&self, t: Micros) -> Option<Micros> {
         match self.kind {
-            WindowKind::Sliding => t.saturating_sub(self.micros),
-            WindowKind::Tumbling => t
-                .div_euclid(self.micros)
-                .saturating_mul(self.micros)
-                .saturating_sub(1),
+            WindowKind::Sliding => Some(t.saturating_sub(self.micros)),
+            WindowKind::Tumbling => Some(
+                t.div_euclid(self.micros)
+                    .saturating_mul(self.micros)
+                    .saturating_sub(1),
+            ),
+            WindowKind::Session => None,
         }
     }
 
-    /// The first moment at which the window no longer holds an event at `ts`.
+    /// The first moment at which the window no longer holds an event at `ts` (for a session
+    /// window: if no later event extends its session).
     pub fn leaves(&self, ts: Micros) -> Micros {
         match self.kind {
-            WindowKind::Sliding => ts.saturating_add(self.micros),
+            WindowKind::Sliding | WindowKind::Session => ts.saturating_add(self.micros),
             WindowKind::Tumbling => ts
                 .div_euclid(self.micros)
                 .saturating_add(1)
                 .saturating_mul(self.micros),
         }
+    }
+
+    /// A session window's horizon as of `t` over one key's event times in order, `ts(i)` for
+    /// `i < upto` being those at or before `t`: `t` itself (nothing inside) once the latest is a
+    /// gap or more before `t`, else the instant before the session's first event.
+    pub fn session_horizon(&self, t: Micros, upto: usize, ts: impl Fn(usize) -> Micros) -> Micros {
+        let Some(last) = upto.checked_sub(1) else {
+            return t;
+        };
+        if t.saturating_sub(ts(last)) >= self.micros {
+            return t;
+        }
+        let mut first = last;
+        while first > 0 && ts(first).saturating_sub(ts(first - 1)) < self.micros {
+            first -= 1;
+        }
+        ts(first).saturating_sub(1)
     }
 }
 
@@ -492,13 +520,43 @@ mod window_tests {
                         let inside = match kind {
                             WindowKind::Sliding => t - micros < ts,
                             WindowKind::Tumbling => t.div_euclid(micros) * micros <= ts,
+                            WindowKind::Session => unreachable!("sessions are tested below"),
                         };
-                        assert_eq!(w.horizon(t) < ts, inside, "{kind} {micros}: ts {ts}, t {t}");
+                        let horizon = w.horizon(t).expect("not a session");
+                        assert_eq!(horizon < ts, inside, "{kind} {micros}: ts {ts}, t {t}");
                     }
-                    let first_out = (ts..).find(|&t| w.horizon(t) >= ts).expect("leaves");
+                    let first_out = (ts..)
+                        .find(|&t| w.horizon(t).is_some_and(|h| h >= ts))
+                        .expect("leaves");
                     assert_eq!(w.leaves(ts), first_out, "{kind} {micros}: ts {ts}");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::{Window, WindowKind};
+
+    #[test]
+    fn a_session_runs_while_events_come_less_than_a_gap_apart() {
+        let w = Window {
+            kind: WindowKind::Session,
+            micros: 10,
+        };
+        // Sessions {0, 5, 14} and {30, 30, 39}: 14 -> 30 is a gap of 16.
+        let ts = [0, 5, 14, 30, 30, 39];
+        let at = |t: i64| {
+            let upto = ts.iter().filter(|x| **x <= t).count();
+            w.session_horizon(t, upto, |i| ts[i])
+        };
+        assert_eq!(at(-1), -1, "no events yet: empty");
+        assert_eq!(at(0), -1, "the first event opens a session");
+        assert_eq!(at(23), -1, "14 + 10 > 23: still the first session");
+        assert_eq!(at(24), 24, "a gap after 14: ended, empty");
+        assert_eq!(at(30), 29, "both events at 30 open the second");
+        assert_eq!(at(48), 29);
+        assert_eq!(at(49), 49);
     }
 }

@@ -106,7 +106,12 @@ impl SourceStream {
         let schema = EventSchema::new(views, arrow)?;
         let mut operators = views
             .iter()
-            .map(|v| Plan::new(v, &schema).map(ViewOperator::new))
+            .map(|v| {
+                Plan::new(v, &schema).map(|mut plan| {
+                    plan.lateness = opts.allowed_lateness;
+                    ViewOperator::new(plan)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let checkpoint_path = dir.join("checkpoint");
         let mut checkpoint = Checkpoint::load(&checkpoint_path)?.unwrap_or_default();

@@ -22,7 +22,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use kiln_core::Value;
-use kiln_core::spec::{AggFunction, ViewVersion, Window};
+use kiln_core::spec::{AggFunction, ViewVersion, Window, WindowKind};
 use kiln_core::time::{MICROS_PER_SECOND, Micros};
 use kiln_core::value::ValueWriter;
 use kiln_features::window::swag::{Moments, Monoid, SumF};
@@ -63,6 +63,9 @@ pub struct Plan {
     features: Vec<Feature>,
     tiles: Vec<Micros>,
     windows: Vec<Window>,
+    /// How late an event may still arrive (the stream's allowed lateness): how long a session
+    /// window keeps sessions that a late event could join. Unlimited until set.
+    pub lateness: Micros,
 }
 
 impl Plan {
@@ -132,6 +135,7 @@ impl Plan {
             features,
             tiles,
             windows,
+            lateness: Micros::MAX / 4,
         })
     }
 
@@ -331,13 +335,32 @@ impl KeyState {
         self.seq = self.seq.max(seq);
     }
 
+    /// The window's horizon as of `t` over this key's events (events at or before it are
+    /// outside the window).
+    fn horizon(&self, w: &Window, t: Micros) -> Micros {
+        w.horizon(t).unwrap_or_else(|| {
+            let upto = self.events.partition_point(|e| e.ts <= t);
+            w.session_horizon(t, upto, |i| self.events[i].ts)
+        })
+    }
+
     /// The earliest moment after `after` at which an event leaves one of the windows.
     pub fn next_change(&self, plan: &Plan, after: Micros) -> Option<Micros> {
         plan.windows
             .iter()
-            .filter_map(|w| {
-                let i = self.events.partition_point(|e| e.ts <= w.horizon(after));
-                self.events.get(i).map(|e| w.leaves(e.ts))
+            .filter_map(|w| match w.kind {
+                // A session ends a gap after its latest event.
+                WindowKind::Session => self
+                    .events
+                    .back()
+                    .map(|e| w.leaves(e.ts))
+                    .filter(|t| *t > after),
+                _ => {
+                    let i = self
+                        .events
+                        .partition_point(|e| e.ts <= self.horizon(w, after));
+                    self.events.get(i).map(|e| w.leaves(e.ts))
+                }
             })
             .min()
     }
@@ -349,7 +372,9 @@ impl KeyState {
             .windows
             .iter()
             .filter_map(|w| {
-                let i = self.events.partition_point(|e| e.ts <= w.horizon(now));
+                let i = self
+                    .events
+                    .partition_point(|e| e.ts <= self.horizon(w, now));
                 i.checked_sub(1).map(|i| w.leaves(self.events[i].ts))
             })
             .max();
@@ -362,12 +387,33 @@ impl KeyState {
         }
     }
 
-    /// Drops what no window as of `as_of` or later can see.
+    /// Drops what no window as of `as_of` or later can see. A session window keeps every
+    /// session a late event could still join to the current one: those whose latest event is
+    /// within the allowed lateness and a gap of `as_of`.
     pub fn collect_garbage(&mut self, plan: &Plan) {
         let horizon = plan
             .windows
             .iter()
-            .map(|w| w.horizon(self.as_of))
+            .map(|w| match w.kind {
+                WindowKind::Session => {
+                    let reach = self
+                        .as_of
+                        .saturating_sub(plan.lateness)
+                        .saturating_sub(w.micros);
+                    let mut i = self.events.partition_point(|e| e.ts <= reach);
+                    if i == self.events.len() {
+                        return reach;
+                    }
+                    // Back to the first event of that event's session.
+                    while i > 0
+                        && self.events[i].ts.saturating_sub(self.events[i - 1].ts) < w.micros
+                    {
+                        i -= 1;
+                    }
+                    self.events[i].ts.saturating_sub(1)
+                }
+                _ => self.horizon(w, self.as_of),
+            })
             .min()
             .unwrap_or(self.as_of);
         while self.events.front().is_some_and(|e| e.ts <= horizon) {
@@ -397,7 +443,7 @@ impl KeyState {
         plan.features
             .iter()
             .map(|f| {
-                let lo = f.window.horizon(t);
+                let lo = self.horizon(&f.window, t);
                 match f.function {
                     AggFunction::Last => self
                         .events

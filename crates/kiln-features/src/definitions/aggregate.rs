@@ -1,6 +1,7 @@
 //! Checks a view's `[[feature_view.aggregations]]` and expands them into one feature per
 //! (function, column, window), named `{column}_{function}_{window}` (`count_{window}` for a
-//! count of events; `_tumbling` appended for tumbling windows), with its output type.
+//! count of events; `_tumbling` or `_session` appended for those kinds of window), with its
+//! output type.
 //!
 //! Input columns are read widened: integers as int64, floats as float64. Output types:
 //! `count` and `count_distinct` int64; `mean` and `stddev` float64; `sum`, `min`, `max` and
@@ -80,6 +81,7 @@ pub(crate) fn feature_name(
     let suffix = match kind {
         WindowKind::Sliding => "",
         WindowKind::Tumbling => "_tumbling",
+        WindowKind::Session => "_session",
     };
     match column {
         Some(c) => format!("{c}_{function}_{window}{suffix}"),
@@ -91,8 +93,9 @@ fn window_kind(text: &str) -> Result<WindowKind, String> {
     match text {
         "sliding" => Ok(WindowKind::Sliding),
         "tumbling" => Ok(WindowKind::Tumbling),
+        "session" => Ok(WindowKind::Session),
         other => Err(format!(
-            "unknown window kind {other:?}: \"sliding\" (the window's length before each time) or \"tumbling\" (the epoch-aligned bucket holding it)"
+            "unknown window kind {other:?}: \"sliding\" (the window's length before each time), \"tumbling\" (the epoch-aligned bucket holding it) or \"session\" (the key's current session; the window is the gap that ends one)"
         )),
     }
 }
@@ -307,6 +310,7 @@ mod tests {
             "count_1d_tumbling"
         );
         assert_eq!(window_kind("tumbling"), Ok(WindowKind::Tumbling));
+        assert_eq!(window_kind("session"), Ok(WindowKind::Session));
         assert!(window_kind("hopping").is_err());
         assert!(window("0").is_err());
         assert!(window("1x").is_err());

@@ -93,7 +93,7 @@ pub(crate) struct RawAggregation {
     pub function: Spanned<String>,
     /// Durations such as "10m", "1h", "7d".
     pub windows: Spanned<Vec<Spanned<String>>>,
-    /// The windows' kind: "sliding" (the default) or "tumbling".
+    /// The windows' kind: "sliding" (the default), "tumbling" or "session".
     #[serde(default)]
     pub kind: Option<Spanned<String>>,
 }

@@ -1,8 +1,9 @@
 //! The windowed-aggregation kernel for one partition: events and entity rows sorted by (key,
 //! time), walked together. For each entity row `(key, T)` and window `w`, the events in the
 //! window are a contiguous run `lo..hi` of the key's sorted events (`hi`: first with
-//! `event_ts > T`; `lo`: first past the window's horizon, `T - w` sliding or the start of `T`'s
-//! bucket tumbling), and both ends only move forward as `T`
+//! `event_ts > T`; `lo`: first past the window's horizon, `T - w` sliding, the start of `T`'s
+//! bucket tumbling, the current session's first event or `hi` for a session window), and both
+//! ends only move forward as `T`
 //! grows, so each aggregate is maintained incrementally: prefix sums for counts and integer
 //! sums (exact, in i128), [`super::swag`] for min, max and float sums and moments, a count map
 //! for `count_distinct`, and a "latest valid event at or before" index for `last`. No entity
@@ -17,7 +18,7 @@ use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::DataType;
 use arrow_select::take::take;
-use kiln_core::spec::{AggFunction, Window};
+use kiln_core::spec::{AggFunction, Window, WindowKind};
 
 use super::swag::{MaxF, MaxI, MinF, MinI, Moments, Monoid, SumF, TwoStacks};
 use crate::FeatureError;
@@ -79,8 +80,15 @@ impl Sorted {
     /// Calls `f(row, group_changed, lo, hi)` for every entity row in (group, T) order, where
     /// `lo..hi` are the sorted events of the row's group in the window as of `T`: `(horizon(T), T]`.
     fn walk(&self, w: Window, mut f: impl FnMut(usize, bool, usize, usize)) {
+        let starts = if w.kind == WindowKind::Session {
+            self.session_starts(w.micros)
+        } else {
+            Vec::new()
+        };
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut group = None;
+        // The first event of the current group.
+        let mut first = 0usize;
         for &(k, row) in &self.rows {
             let (g, t) = (key_group(k), key_time(k));
             let changed = group != Some(g);
@@ -90,16 +98,40 @@ impl Sorted {
                     hi += 1;
                 }
                 lo = hi;
+                first = hi;
             }
             while hi < self.ev.len() && key_group(self.ev[hi]) == g && key_time(self.ev[hi]) <= t {
                 hi += 1;
             }
-            let from = w.horizon(t);
-            while lo < hi && key_time(self.ev[lo]) <= from {
-                lo += 1;
+            match w.horizon(t) {
+                Some(from) => {
+                    while lo < hi && key_time(self.ev[lo]) <= from {
+                        lo += 1;
+                    }
+                }
+                // The session of the latest event, if it has not ended by `t`. Sessions only
+                // start later as `t` grows, so `lo` still only moves forward.
+                None => {
+                    let active =
+                        hi > first && t.saturating_sub(key_time(self.ev[hi - 1])) < w.micros;
+                    lo = if active { starts[hi - 1] } else { hi };
+                }
             }
             f(row as usize, changed, lo, hi);
         }
+    }
+
+    /// For each sorted event, the index of the first event of its session (a group's first
+    /// event, or one that came `gap` or more after the one before it, starts one).
+    fn session_starts(&self, gap: i64) -> Vec<usize> {
+        let mut starts: Vec<usize> = Vec::with_capacity(self.ev.len());
+        for i in 0..self.ev.len() {
+            let same = i > 0
+                && key_group(self.ev[i]) == key_group(self.ev[i - 1])
+                && key_time(self.ev[i]).saturating_sub(key_time(self.ev[i - 1])) < gap;
+            starts.push(if same { starts[i - 1] } else { i });
+        }
+        starts
     }
 
     /// Entity rows with at least one event within `w` before them.

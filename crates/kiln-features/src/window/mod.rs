@@ -23,7 +23,7 @@ pub mod oracle;
 pub mod swag;
 
 use arrow_array::ArrayRef;
-use kiln_core::spec::{AggregationSpec, Field, ViewVersion};
+use kiln_core::spec::{AggregationSpec, Field, ViewVersion, WindowKind};
 
 use crate::FeatureError;
 use crate::pit::kernel::EntityRows;
@@ -66,8 +66,12 @@ pub(crate) fn source_columns(view: &ViewVersion, aggs: &[AggregationSpec]) -> So
     }
 }
 
-/// How far before the earliest entity row events can matter.
+/// How far before the earliest entity row events can matter; 0 (no limit) with a session
+/// window, whose session may have begun any time before.
 pub(crate) fn reach_micros(aggs: &[AggregationSpec]) -> i64 {
+    if aggs.iter().any(|a| a.kind == WindowKind::Session) {
+        return 0;
+    }
     aggs.iter()
         .map(AggregationSpec::window_micros)
         .max()
@@ -108,5 +112,9 @@ pub(crate) fn compute(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((out, sorted.matched(reach_micros(aggs))))
+    let reach = match reach_micros(aggs) {
+        0 => i64::MAX,
+        r => r,
+    };
+    Ok((out, sorted.matched(reach)))
 }

@@ -1,5 +1,6 @@
 //! Windowed aggregations written as their definition: for each entity row, scan every event,
-//! keep those of the same key in `(T - w, T]`, and compute the function over them directly
+//! keep those of the same key in the window as of `T` (`(T - w, T]` for a sliding one), and
+//! compute the function over them directly
 //! (two-pass variance, plain sums). Quadratic and obviously right; the kernel is tested
 //! against it.
 
@@ -56,7 +57,6 @@ pub fn oracle_aggregate(
         let mut values = Vec::new();
         for a in &aggs {
             // The key's events in the window, in (event, created, source) order.
-            let lo = a.window().horizon(t);
             let mut evs: Vec<(i64, i64, usize)> = (0..norm.len())
                 .filter(|&f| {
                     !norm.event_ts.is_null(f)
@@ -70,9 +70,14 @@ pub fn oracle_aggregate(
                         .unwrap_or(i64::MIN);
                     (norm.event_ts.value(f), cr, f)
                 })
-                .filter(|&(ev, _, _)| ev > lo && ev <= t)
+                .filter(|&(ev, _, _)| ev <= t)
                 .collect();
             evs.sort_unstable();
+            let lo = a
+                .window()
+                .horizon(t)
+                .unwrap_or_else(|| a.window().session_horizon(t, evs.len(), |i| evs[i].0));
+            evs.retain(|&(ev, _, _)| ev > lo);
             let input = a.column.as_ref().map(|c| {
                 let i = cols
                     .features

@@ -20,7 +20,7 @@ fn col(name: &str, dtype: ValueType) -> KField {
 }
 
 /// A view with every function over `n` (int64), `y` (float64) and `s` (string), and a count
-/// of events, for each window (in seconds), sliding and tumbling.
+/// of events, for each window (in seconds), sliding, tumbling and session.
 fn aggregated_view(composite: bool, created: bool, windows: &[u64]) -> ViewVersion {
     let keys: &[(&str, ValueType)] = if composite {
         &[("driver_id", ValueType::Int64), ("city", ValueType::String)]
@@ -38,10 +38,13 @@ fn aggregated_view(composite: bool, created: bool, windows: &[u64]) -> ViewVersi
     }
     aggs.push((F::Last, Some(col("s", ValueType::String))));
     aggs.push((F::CountDistinct, Some(col("s", ValueType::String))));
-    for (&w, kind) in windows
-        .iter()
-        .flat_map(|w| [(w, WindowKind::Sliding), (w, WindowKind::Tumbling)])
-    {
+    for (&w, kind) in windows.iter().flat_map(|w| {
+        [
+            (w, WindowKind::Sliding),
+            (w, WindowKind::Tumbling),
+            (w, WindowKind::Session),
+        ]
+    }) {
         for (f, c) in &aggs {
             let name = match c {
                 Some(c) => format!("{}_{f}_{w}s_{kind}", c.name),

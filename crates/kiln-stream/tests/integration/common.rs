@@ -55,8 +55,8 @@ pub fn batch(events: &[Ev]) -> RecordBatch {
     RecordBatch::try_new(arrow_schema(), cols).expect("batch")
 }
 
-/// Sliding windows of 7 s (untiled), 1 min and 1 h (tiled), and tumbling windows of 1 min and
-/// 1 h, over every function.
+/// Sliding windows of 7 s (untiled), 1 min and 1 h (tiled), tumbling windows of 1 min and 1 h,
+/// and sessions ended by a 30 s gap, over every function.
 pub fn view(path: &str) -> ViewVersion {
     let windows = [7u64, 60, 3600];
     let mut aggregations = Vec::new();
@@ -75,17 +75,21 @@ pub fn view(path: &str) -> ViewVersion {
         (AggFunction::Sum, Some((MERCHANT, ValueType::Int64))),
     ];
     let mut features = Vec::new();
-    let windows = windows
-        .iter()
-        .map(|w| (*w, WindowKind::Sliding))
-        .chain([(60, WindowKind::Tumbling), (3600, WindowKind::Tumbling)]);
+    let windows = windows.iter().map(|w| (*w, WindowKind::Sliding)).chain([
+        (60, WindowKind::Tumbling),
+        (3600, WindowKind::Tumbling),
+        (30, WindowKind::Session),
+    ]);
     for (f, col) in specs {
         for (w, kind) in windows.clone() {
             let column = col.map(|(n, t)| Field {
                 name: n.into(),
                 dtype: t,
             });
-            let suffix = if kind.is_sliding() { "" } else { "_tumbling" };
+            let suffix = match kind {
+                WindowKind::Sliding => String::new(),
+                k => format!("_{k}"),
+            };
             let name = match &column {
                 Some(c) => format!("{}_{f}_{w}s{suffix}", c.name),
                 None => format!("{f}_{w}s{suffix}"),

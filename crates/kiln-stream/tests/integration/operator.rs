@@ -10,6 +10,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field as ArrowField, Schema, TimeUnit};
 use kiln_core::Value;
 use kiln_core::key::entity_key;
+use kiln_core::spec::WindowKind;
 use kiln_features::window::oracle::oracle_aggregate;
 use kiln_stream::event::{EventSchema, Row};
 use kiln_stream::operator::ViewOperator;
@@ -94,6 +95,7 @@ proptest! {
         shuffle in prop::collection::vec(0usize..1000, 0..20),
         batches in prop::collection::vec(1usize..40, 1..5),
         dense in any::<bool>(),
+        only_sessions in any::<bool>(),
     ) {
         // Dense: every event on one card over two hours, so its hour windows hold more than
         // 64 events (computed from tiles) and have older events just outside them.
@@ -109,9 +111,24 @@ proptest! {
             let (a, b) = (s % events.len(), (s / 7 + i) % events.len());
             events.swap(a, b);
         }
-        let view = common::view("unused");
+        let mut view = common::view("unused");
+        if only_sessions {
+            // Nothing longer keeps events around: what a session keeps is its own doing.
+            view.aggregations.retain(|a| a.kind == WindowKind::Session);
+            let names: Vec<String> = view.aggregations.iter().map(|a| a.name.clone()).collect();
+            view.features.retain(|f| names.contains(&f.name));
+        }
         let schema = EventSchema::new(&[&view], &common::arrow_schema()).expect("schema");
-        let plan = Plan::new(&view, &schema).expect("plan");
+        let mut plan = Plan::new(&view, &schema).expect("plan");
+        // As late as the latest event here is, as the stream's allowed lateness would admit.
+        plan.lateness = events
+            .iter()
+            .scan(i64::MIN, |seen, e| {
+                *seen = (*seen).max(e.ts);
+                Some(*seen - e.ts)
+            })
+            .max()
+            .unwrap_or(0);
         let mut op = run(&schema, &plan, &events, &batches);
 
         // The batch definition, as of each key's time.
@@ -119,10 +136,29 @@ proptest! {
         let mut key_col = Int64Builder::new();
         let mut ts_col = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut online = Vec::new();
+        // Each key's time is the latest moment up to the stream's time at which its values
+        // changed: one of its events, or one leaving a window (a session's end).
+        let now = events.iter().map(|e| e.ts).max().expect("events");
+        let expected_as_of = |card: i64| {
+            let mut ts: Vec<i64> = events.iter().filter(|e| e.card == card).map(|e| e.ts).collect();
+            ts.sort_unstable();
+            let mut moments = ts.clone();
+            for w in view.aggregations.iter().map(|a| a.window()) {
+                for (i, t) in ts.iter().enumerate() {
+                    let session_goes_on = w.kind == WindowKind::Session
+                        && ts.get(i + 1).is_some_and(|next| next - t < w.micros);
+                    if !session_goes_on {
+                        moments.push(w.leaves(*t));
+                    }
+                }
+            }
+            moments.into_iter().filter(|m| *m <= now).max()
+        };
         for c in &cards {
             let (as_of, values) = op
                 .current(&entity_key(&[Value::Int64(*c)]))
                 .expect("every card with events has state");
+            prop_assert_eq!(Some(as_of), expected_as_of(*c), "card {}", c);
             key_col.append_value(*c);
             ts_col.append_value(as_of);
             online.push(values);

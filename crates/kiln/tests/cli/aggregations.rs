@@ -54,6 +54,11 @@ function = "sum"
 windows = ["1h"]
 kind = "tumbling"
 
+[[feature_view.aggregations]]
+function = "count"
+windows = ["20m"]
+kind = "session"
+
 [[feature_service]]
 name = "card_fraud"
 features = ["card_activity"]
@@ -145,7 +150,8 @@ fn dataset_build_backfills_windows_exactly() {
             "amount_sum_1h",
             "amount_max_1h",
             "merchant_count_distinct_1h",
-            "amount_sum_1h_tumbling"
+            "amount_sum_1h_tumbling",
+            "count_20m_session"
         ]
     );
     let int_col = |c: &str| -> Vec<Option<i64>> {
@@ -197,6 +203,11 @@ fn dataset_build_backfills_windows_exactly() {
     assert_eq!(
         float_col("amount_sum_1h_tumbling"),
         [Some(30.0), Some(100.0), None, None, Some(30.0)]
+    );
+    // Sessions ended by a 20-minute gap: card 1's are {0, 5}, {30} and {60}.
+    assert_eq!(
+        int_col("count_20m_session"),
+        [Some(2), Some(1), Some(0), Some(0), Some(2)]
     );
 
     // `kiln materialize` leaves the aggregated view out: the stream keeps it online.
