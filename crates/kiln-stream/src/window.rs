@@ -15,9 +15,9 @@
 //! Everything is a left fold in (event time, created time, log offset) order over a fixed
 //! split, so the answer depends only on the events, never on how they were batched, when
 //! timers fired or whether the state was restored from a checkpoint: that is what lets a
-//! restarted stream end in exactly the state of an uninterrupted one. (`count_distinct` and
-//! `last` read their window's raw events directly; the first is the one aggregation that scans
-//! its window, until a mergeable sketch replaces it.)
+//! restarted stream end in exactly the state of an uninterrupted one. (`count_distinct`,
+//! `approx_count_distinct` and `last` read their window's raw events directly; the first two
+//! scan their window: per-tile HyperLogLog registers, merged by max, are not built yet.)
 
 use std::collections::{HashSet, VecDeque};
 
@@ -25,6 +25,7 @@ use kiln_core::Value;
 use kiln_core::spec::{AggFunction, ViewVersion, Window, WindowKind};
 use kiln_core::time::{MICROS_PER_SECOND, Micros};
 use kiln_core::value::ValueWriter;
+use kiln_features::window::hll::Sketch;
 use kiln_features::window::swag::{Moments, Monoid, SumF};
 
 use crate::StreamError;
@@ -221,7 +222,7 @@ impl Acc {
         use AggFunction as F;
         if self.n == 0 {
             return match f {
-                F::Count | F::CountDistinct => Value::Int64(0),
+                F::Count | F::CountDistinct | F::ApproxCountDistinct => Value::Int64(0),
                 _ => Value::Null,
             };
         }
@@ -239,7 +240,7 @@ impl Acc {
             (F::Max, true) => Value::Float64(self.max_f),
             (F::Stddev, _) => self.moments.stddev().map_or(Value::Null, Value::Float64),
             // Computed from raw events, never from an accumulator.
-            (F::Last | F::CountDistinct, _) => Value::Null,
+            (F::Last | F::CountDistinct | F::ApproxCountDistinct, _) => Value::Null,
         }
     }
 }
@@ -464,6 +465,16 @@ impl KeyState {
                             }
                         }
                         Value::Int64(seen.len() as i64)
+                    }
+                    AggFunction::ApproxCountDistinct => {
+                        let mut sketch = Sketch::default();
+                        for e in self.events.range(range(&self.events, lo, t)) {
+                            let v = &e.values[f.slot];
+                            if !v.is_null() {
+                                sketch.add(v);
+                            }
+                        }
+                        Value::Int64(sketch.estimate())
                     }
                     function => {
                         let acc = match accs.iter().find(|a| a.0 == f.slot && a.1 == f.window) {

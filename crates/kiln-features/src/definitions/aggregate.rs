@@ -63,9 +63,13 @@ fn accepts(function: AggFunction, t: ValueType) -> Result<(), &'static str> {
         {
             Err("needs a numeric (integer or float) column")
         }
-        AggFunction::CountDistinct if t == ValueType::Float64 => Err(
-            "does not take float columns (float equality is rarely what is meant); count distinct integers or strings",
-        ),
+        AggFunction::CountDistinct | AggFunction::ApproxCountDistinct
+            if t == ValueType::Float64 =>
+        {
+            Err(
+                "does not take float columns (float equality is rarely what is meant); count distinct integers or strings",
+            )
+        }
         _ => Ok(()),
     }
 }

@@ -21,8 +21,8 @@ use arrow_select::take::take;
 use kiln_core::spec::{AggFunction, Window, WindowKind};
 
 use super::swag::{MaxF, MaxI, MinF, MinI, Moments, Monoid, SumF, TwoStacks};
-use crate::FeatureError;
 use crate::pit::kernel::{EntityRows, get, key_group, key_time, sort, sort_key};
+use crate::{FeatureError, value_at};
 
 /// The events of one partition.
 pub(crate) struct Events<'a> {
@@ -161,6 +161,9 @@ impl Sorted {
         let out: ArrayRef = match (agg.function, ints, floats) {
             (F::Count, _, _) => Arc::new(self.per_row(w, |lo, hi| Some(n(lo, hi)))),
             (F::CountDistinct, _, _) => Arc::new(self.count_distinct(w, input, &valid)?),
+            (F::ApproxCountDistinct, _, _) => {
+                Arc::new(self.approx_count_distinct(w, input, &valid))
+            }
             (F::Last, _, _) => self.last(w, input, &valid)?,
             (F::Sum | F::Mean, Some(a), _) => {
                 let mut sum = vec![0i128; valid.len() + 1];
@@ -365,6 +368,46 @@ impl Sorted {
             out[row] = Some(distinct);
         });
         Ok(Int64Array::from(out))
+    }
+}
+
+impl Sorted {
+    /// The HyperLogLog estimate of each window's distinct values, its registers kept as the
+    /// window slides ([`super::hll::Sliding`]).
+    fn approx_count_distinct(&self, w: Window, input: &ArrayRef, valid: &[bool]) -> Int64Array {
+        use super::hll::{Sliding, slot};
+        let slots: Vec<(u16, u8)> = (0..valid.len())
+            .map(|i| {
+                if valid[i] {
+                    slot(&value_at(input, self.perm[i] as usize))
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect();
+        let mut regs = Sliding::default();
+        let (mut cur_lo, mut cur_hi) = (0usize, 0usize);
+        let mut out: Vec<Option<i64>> = vec![None; self.n_rows];
+        self.walk(w, |row, changed, lo, hi| {
+            if changed {
+                regs.clear();
+                (cur_lo, cur_hi) = (lo, lo);
+            }
+            while cur_hi < hi {
+                if valid[cur_hi] {
+                    regs.add(slots[cur_hi]);
+                }
+                cur_hi += 1;
+            }
+            while cur_lo < lo {
+                if valid[cur_lo] {
+                    regs.remove(slots[cur_lo]);
+                }
+                cur_lo += 1;
+            }
+            out[row] = Some(regs.estimate());
+        });
+        Int64Array::from(out)
     }
 }
 

@@ -11,13 +11,15 @@
 //! - No event in the window (or none with a value): `count` and `count_distinct` are 0, every
 //!   other function is null. An entity row with a null key or timestamp gets nulls throughout.
 //! - `stddev` is the population standard deviation; `last` is the value of the latest event by
-//!   (event time, created time, position in the source); `count_distinct` is exact.
+//!   (event time, created time, position in the source); `count_distinct` is exact and
+//!   `approx_count_distinct` a HyperLogLog estimate ([`hll`]).
 //! - Integer sums are exact (128-bit) and saturate at the int64 bounds; float aggregates agree
 //!   with a straightforward recomputation up to rounding (compensated sums, pairwise moments).
 //!
 //! [`kernel`] computes a partition in one sort-merge pass; [`oracle`] is the brute-force
 //! definition it is tested against.
 
+pub mod hll;
 mod kernel;
 pub mod oracle;
 pub mod swag;

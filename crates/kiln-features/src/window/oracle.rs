@@ -120,6 +120,11 @@ fn apply(function: AggFunction, vals: &[Value]) -> Value {
             }
             return Value::Int64(seen.len() as i64);
         }
+        F::ApproxCountDistinct => {
+            let mut sketch = super::hll::Sketch::default();
+            vals.iter().for_each(|v| sketch.add(v));
+            return Value::Int64(sketch.estimate());
+        }
         _ if n == 0 => return Value::Null,
         F::Last => return vals[n - 1].clone(),
         _ => {}
@@ -158,6 +163,8 @@ fn apply(function: AggFunction, vals: &[Value]) -> Value {
             let m2: f64 = floats.iter().map(|x| (x - mean) * (x - mean)).sum();
             Value::Float64((m2 / n as f64).sqrt())
         }
-        (F::Count | F::CountDistinct | F::Last, _) => unreachable!("answered above"),
+        (F::Count | F::CountDistinct | F::ApproxCountDistinct | F::Last, _) => {
+            unreachable!("answered above")
+        }
     }
 }

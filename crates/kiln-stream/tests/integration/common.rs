@@ -60,7 +60,7 @@ pub fn batch(events: &[Ev]) -> RecordBatch {
 pub fn view(path: &str) -> ViewVersion {
     let windows = [7u64, 60, 3600];
     let mut aggregations = Vec::new();
-    let specs: [(AggFunction, Option<(&str, ValueType)>); 9] = [
+    let specs: [(AggFunction, Option<(&str, ValueType)>); 10] = [
         (AggFunction::Count, None),
         (AggFunction::Sum, Some((AMOUNT, ValueType::Float64))),
         (AggFunction::Mean, Some((AMOUNT, ValueType::Float64))),
@@ -73,6 +73,10 @@ pub fn view(path: &str) -> ViewVersion {
             Some((MERCHANT, ValueType::Int64)),
         ),
         (AggFunction::Sum, Some((MERCHANT, ValueType::Int64))),
+        (
+            AggFunction::ApproxCountDistinct,
+            Some((MERCHANT, ValueType::Int64)),
+        ),
     ];
     let mut features = Vec::new();
     let windows = windows.iter().map(|w| (*w, WindowKind::Sliding)).chain([

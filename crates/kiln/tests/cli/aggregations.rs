@@ -49,6 +49,11 @@ function = "count_distinct"
 windows = ["1h"]
 
 [[feature_view.aggregations]]
+column = "merchant"
+function = "approx_count_distinct"
+windows = ["1h"]
+
+[[feature_view.aggregations]]
 column = "amount"
 function = "sum"
 windows = ["1h"]
@@ -150,6 +155,7 @@ fn dataset_build_backfills_windows_exactly() {
             "amount_sum_1h",
             "amount_max_1h",
             "merchant_count_distinct_1h",
+            "merchant_approx_count_distinct_1h",
             "amount_sum_1h_tumbling",
             "count_20m_session"
         ]
@@ -197,6 +203,11 @@ fn dataset_build_backfills_windows_exactly() {
     assert_eq!(
         int_col("merchant_count_distinct_1h"),
         [Some(2), Some(3), Some(0), Some(0), Some(2)]
+    );
+    // HyperLogLog counts a handful of merchants exactly (linear counting, no shared register).
+    assert_eq!(
+        int_col("merchant_approx_count_distinct_1h"),
+        int_col("merchant_count_distinct_1h")
     );
     // Tumbling hours: (1, 10m) is in [0, 60m), minutes 0 and 5; (1, 60m) starts the bucket
     // [60m, 120m), which holds minute 60 only.
@@ -247,7 +258,7 @@ fn bad_aggregations_are_reported_with_file_line_and_field() {
         "feature_view[card_activity].aggregations[3].column: sum needs a numeric",
         "feature_view[card_activity].aggregations[0].windows[1]",
         "feature_view[card_activity].aggregations[1].column: column \"amont\" is not in",
-        "feature_view[card_activity].aggregations[4].kind: unknown window kind \"hopping\"",
+        "feature_view[card_activity].aggregations[5].kind: unknown window kind \"hopping\"",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
