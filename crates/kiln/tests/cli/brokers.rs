@@ -179,8 +179,22 @@ fn a_stream_reading_nats_killed_at_random_moments_ends_where_an_uninterrupted_on
         offline_rows(&reference),
         "seed {seed}"
     );
+    // The same dead letters, once each (their log offsets differ: the killed runs logged
+    // their batches, and so their position frames, differently).
+    let without_offsets = |dead: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        dead.into_iter()
+            .map(|mut d| {
+                d.as_object_mut().expect("object").remove("offset");
+                d
+            })
+            .collect()
+    };
     let dead = dead_letters(&p.dir);
-    assert_eq!(dead, dead_letters(&reference), "seed {seed}");
+    assert_eq!(
+        without_offsets(dead.clone()),
+        without_offsets(dead_letters(&reference)),
+        "seed {seed}"
+    );
     assert_eq!(dead.len() as u64, malformed);
     assert!(
         dead[1]["reason"]
