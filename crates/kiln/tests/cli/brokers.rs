@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::streaming::{copy_dir, next, online, project};
+use crate::streaming::{copy_dir, kill_at_random_moments, next, online, project};
 
 /// 2026-01-01T00:00:00Z in seconds.
 const T0: i64 = crate::aggregations::T0 / 1_000_000;
@@ -139,32 +139,9 @@ fn a_stream_reading_nats_killed_at_random_moments_ends_where_an_uninterrupted_on
         "{run}"
     );
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
-    let mut rng = seed;
-    let mut interrupted = 0;
-    for _ in 0..12 {
-        let mut child = kiln_cmd(&p.dir, &["stream", "run"], &[])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("stream starts");
-        std::thread::sleep(Duration::from_millis(30 + next(&mut rng) % 200));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-        let read = logged_position(&p.dir).map_or(0, |p| p["seq"].as_u64().unwrap_or(0));
-        if read == messages {
-            break;
-        }
-        interrupted += 1;
-    }
-    eprintln!("{interrupted} kills landed while reading NATS (seed {seed})");
-    assert!(
-        interrupted >= 2,
-        "seed {seed}: only {interrupted} kills landed while reading NATS"
-    );
+    let seed = kill_at_random_moments(&p.dir, "while reading NATS", || {
+        logged_position(&p.dir).map_or(0, |p| p["seq"].as_u64().unwrap_or(0)) == messages
+    });
     ok(p.run(&["stream", "run", "--until-idle"]));
 
     let cards: Vec<String> = (0..40).map(|c| c.to_string()).collect();

@@ -210,6 +210,38 @@ pub(crate) fn next(state: &mut u64) -> u64 {
     *state >> 33
 }
 
+/// Starts `kiln stream run` in `dir` and kills it (SIGKILL) after a random moment, up to 12
+/// times or until `done()`; requires at least two kills before `done()`, said in `what`
+/// ("mid-stream"). Returns the seed of the random moments, for messages.
+pub(crate) fn kill_at_random_moments(dir: &Path, what: &str, done: impl Fn() -> bool) -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let mut rng = seed;
+    let mut interrupted = 0;
+    for _ in 0..12 {
+        let mut child = kiln_cmd(dir, &["stream", "run"], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stream starts");
+        std::thread::sleep(Duration::from_millis(20 + next(&mut rng) % 200));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        if done() {
+            break;
+        }
+        interrupted += 1;
+    }
+    eprintln!("{interrupted} kills landed {what} (seed {seed})");
+    assert!(
+        interrupted >= 2,
+        "seed {seed}: only {interrupted} kills landed {what}"
+    );
+    seed
+}
+
 pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
@@ -263,32 +295,9 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
     copy_dir(&p.dir, &reference);
     ok(kiln(&reference, &["stream", "run", "--until-idle"]));
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
-    let mut rng = seed;
-    let mut interrupted = 0;
-    for _ in 0..12 {
-        let mut child = kiln_cmd(&p.dir, &["stream", "run"], &[])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("stream starts");
-        std::thread::sleep(Duration::from_millis(20 + next(&mut rng) % 200));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-        let status = json(p.run(&["-o", "json", "stream", "status"]));
-        if status[0]["lag_bytes"] == 0 {
-            break;
-        }
-        interrupted += 1;
-    }
-    eprintln!("{interrupted} kills landed mid-stream (seed {seed})");
-    assert!(
-        interrupted >= 2,
-        "seed {seed}: only {interrupted} kills landed mid-stream"
-    );
+    let seed = kill_at_random_moments(&p.dir, "mid-stream", || {
+        json(p.run(&["-o", "json", "stream", "status"]))[0]["lag_bytes"] == 0
+    });
     ok(p.run(&["stream", "run", "--until-idle"]));
 
     let cards: Vec<String> = (0..40).map(|c| c.to_string()).collect();
