@@ -121,8 +121,10 @@ impl Connector {
     /// Reads `source` into the log until `stop` is set (or caught up). Lost connections and
     /// broker errors are retried with backoff (up to 30 s apart) and logged.
     pub async fn run(&self, source: &BrokerSource) -> Result<(), StreamError> {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
+            let started = std::time::Instant::now();
             let result = match source {
                 #[cfg(feature = "kafka")]
                 BrokerSource::Kafka(k) => kafka::session(self, k).await,
@@ -144,6 +146,10 @@ impl Connector {
                     if self.stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
+                    // A session that ran a while failed afresh: start the backoff over.
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = FIRST_BACKOFF;
+                    }
                     tracing::warn!(source = %self.schema.source, error = %e, "connector failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -161,8 +167,12 @@ impl Connector {
         serde_json::from_slice(&self.log.last_position()?).ok()
     }
 
-    /// Appends a batch's frames and the position they reach, durably, all or none.
+    /// Appends a batch's frames and the position they reach, durably, all or none (nothing
+    /// when every message was a redelivery: the position has not moved).
     async fn append(&self, batch: Batch, position: &impl Serialize) -> Result<(), StreamError> {
+        if batch.messages == 0 {
+            return Ok(());
+        }
         let mut frames = batch.frames;
         frames.push((
             FrameKind::Position,
