@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::streaming::{copy_dir, kill_at_random_moments, next, online, project};
+use crate::streaming::{copy_dir, kill_at_random_moments, next, offline_rows, online, project};
 
 /// 2026-01-01T00:00:00Z in seconds.
 const T0: i64 = crate::aggregations::T0 / 1_000_000;
@@ -60,19 +60,6 @@ fn logged_position(dir: &Path) -> Option<serde_json::Value> {
             }
         }
     }
-}
-
-fn offline_rows(dir: &Path) -> usize {
-    let part = dir.join("data/transactions/date=2026-01-01");
-    std::fs::read_dir(part)
-        .expect("partition")
-        .map(|e| e.expect("entry").path())
-        .filter(|f| {
-            f.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        })
-        .map(|f| read_parquet(&f).num_rows())
-        .sum()
 }
 
 fn with_config(p: &Project, extra: &str) {

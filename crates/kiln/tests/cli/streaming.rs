@@ -242,6 +242,20 @@ pub(crate) fn kill_at_random_moments(dir: &Path, what: &str, done: impl Fn() -> 
     seed
 }
 
+/// The rows the stream wrote to the offline store on 2026-01-01.
+pub(crate) fn offline_rows(dir: &Path) -> usize {
+    let part = dir.join("data/transactions/date=2026-01-01");
+    std::fs::read_dir(part)
+        .expect("partition")
+        .map(|e| e.expect("entry").path())
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .map(|f| read_parquet(&f).num_rows())
+        .sum()
+}
+
 pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
@@ -308,19 +322,11 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
         "seed {seed}"
     );
     // Every accepted event is in the offline store exactly once.
-    let rows = |dir: &Path| -> usize {
-        let part = dir.join("data/transactions/date=2026-01-01");
-        std::fs::read_dir(part)
-            .expect("partition")
-            .map(|e| e.expect("entry").path())
-            .filter(|f| {
-                f.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-            })
-            .map(|f| read_parquet(&f).num_rows())
-            .sum()
-    };
-    assert_eq!(rows(&p.dir), rows(&reference), "seed {seed}");
+    assert_eq!(
+        offline_rows(&p.dir),
+        offline_rows(&reference),
+        "seed {seed}"
+    );
     let report = json(p.run(&[
         "-o",
         "json",
