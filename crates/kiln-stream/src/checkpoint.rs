@@ -6,7 +6,8 @@
 //! uninterrupted run would have reached.
 //!
 //! Format: `KILNCKP1`, then little-endian fields, then the XXH3 of everything before it, so a
-//! torn or damaged file is detected instead of half-loaded.
+//! torn or damaged file is detected instead of half-loaded. The broker position comes last and
+//! may be absent (files written before it existed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct Checkpoint {
     pub stream_time: Micros,
     pub dead_letter_bytes: u64,
     pub views: Vec<SavedView>,
+    /// The last broker position frame the stream read (a connector's JSON; empty if none): how
+    /// far the broker had been read into what this checkpoint covers.
+    pub broker_position: Vec<u8>,
 }
 
 struct Out(Vec<u8>);
@@ -125,6 +129,7 @@ impl Checkpoint {
                 }
             }
         }
+        o.bytes(&self.broker_position);
         let sum = xxhash_rust::xxh3::xxh3_64(&o.0);
         o.u64(sum);
         o.0
@@ -146,6 +151,7 @@ impl Checkpoint {
             stream_time: i.i64()?,
             dead_letter_bytes: i.u64()?,
             views: Vec::new(),
+            broker_position: Vec::new(),
         };
         for _ in 0..i.u64()? {
             let name = String::from_utf8(i.bytes()?.to_vec()).map_err(|e| e.to_string())?;
@@ -182,6 +188,9 @@ impl Checkpoint {
                 version,
                 keys,
             });
+        }
+        if !i.b.is_empty() {
+            c.broker_position = i.bytes()?.to_vec();
         }
         Ok(c)
     }
@@ -232,6 +241,7 @@ mod tests {
             offset: 4096,
             stream_time: 1_700_000_000_000_000,
             dead_letter_bytes: 12,
+            broker_position: br#"{"nats_stream":"S","seq":7}"#.to_vec(),
             views: vec![SavedView {
                 name: "card_activity".into(),
                 version: 2,

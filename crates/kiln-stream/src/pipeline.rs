@@ -90,6 +90,8 @@ pub struct SourceStream {
     pub applied: u64,
     /// Whether the last read filled its batch (the stream is behind: read more at once).
     behind: bool,
+    /// The last broker position frame read (saved in checkpoints, shown by status).
+    broker_position: Vec<u8>,
 }
 
 impl SourceStream {
@@ -153,6 +155,7 @@ impl SourceStream {
             last_checkpoint: Instant::now(),
             applied: 0,
             behind: false,
+            broker_position: std::mem::take(&mut checkpoint.broker_position),
         })
     }
 
@@ -194,7 +197,10 @@ impl SourceStream {
             match l.kind {
                 FrameKind::Event => step.events += 1,
                 // Where a connector had read its broker to: nothing to apply.
-                FrameKind::Position => continue,
+                FrameKind::Position => {
+                    self.broker_position = l.payload;
+                    continue;
+                }
                 FrameKind::Rejected => {
                     step.events += 1;
                     step.malformed += 1;
@@ -278,6 +284,7 @@ impl SourceStream {
             stream_time: self.stream_time,
             dead_letter_bytes,
             views,
+            broker_position: self.broker_position.clone(),
         }
         .save(&self.checkpoint_path)?;
         self.last_checkpoint = Instant::now();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use kiln_core::time::format_timestamp;
 use kiln_stream::Checkpoint;
-use kiln_stream::log::LogReader;
+use kiln_stream::log::{FrameKind, LogReader};
 use kiln_stream::pipeline::{RunSummary, source_dir};
 use kiln_stream::push::{Encoding, PushHub};
 use serde::Serialize;
@@ -268,6 +268,9 @@ struct SourceStatus {
     lag_bytes: u64,
     stream_time: Option<String>,
     dead_letters: u64,
+    /// How far a broker connector has read into the log (Kafka: the next offset per
+    /// partition; JetStream: the last stream sequence), if one has.
+    broker_position: Option<serde_json::Value>,
 }
 
 async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
@@ -277,9 +280,19 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
     for s in streamed(project, &state, &[])? {
         let dir = source_dir(&stream_dir, &s.source);
         let checkpoint = Checkpoint::load(&dir.join("checkpoint"))?.unwrap_or_default();
-        // Reading from the checkpoint to the end gives the log's end without a writer's lock.
+        // Reading from the checkpoint to the end gives the log's end without a writer's lock,
+        // and the latest broker position (the checkpoint's if none came since).
         let mut reader = LogReader::open(&dir, checkpoint.offset)?;
-        while !reader.read(65_536)?.is_empty() {}
+        let mut position = checkpoint.broker_position.clone();
+        loop {
+            let frames = reader.read(65_536)?;
+            if frames.is_empty() {
+                break;
+            }
+            if let Some(p) = frames.into_iter().rfind(|f| f.kind == FrameKind::Position) {
+                position = p.payload;
+            }
+        }
         let dead = std::fs::read(dir.join("dead-letters.jsonl"))
             .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
             .unwrap_or(0);
@@ -295,6 +308,7 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
             lag_bytes: reader.position() - checkpoint.offset,
             stream_time: (checkpoint.offset > 0).then(|| format_timestamp(checkpoint.stream_time)),
             dead_letters: dead,
+            broker_position: serde_json::from_slice(&position).ok(),
         });
     }
     if ctx.json() {
@@ -315,6 +329,9 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
                 r.lag_bytes.to_string(),
                 r.stream_time.clone().unwrap_or_else(|| "-".into()),
                 r.dead_letters.to_string(),
+                r.broker_position
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |p| p.to_string()),
             ]
         })
         .collect();
@@ -328,7 +345,8 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
                 "checkpoint",
                 "lag bytes",
                 "stream time",
-                "dead letters"
+                "dead letters",
+                "broker position"
             ],
             table
         )

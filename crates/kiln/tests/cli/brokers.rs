@@ -177,6 +177,9 @@ fn a_stream_reading_nats_killed_at_random_moments_ends_where_an_uninterrupted_on
         "40",
     ]));
     assert_eq!(report["mismatches"], 0, "seed {seed}: {report}");
+    // Status shows how far the broker was read.
+    let status = json(p.run(&["-o", "json", "stream", "status"]));
+    assert_eq!(status[0]["broker_position"]["seq"], messages, "{status}");
     rt.block_on(js.delete_stream(&name)).expect("delete stream");
 }
 
