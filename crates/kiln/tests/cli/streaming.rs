@@ -242,6 +242,31 @@ pub(crate) fn kill_at_random_moments(dir: &Path, what: &str, done: impl Fn() -> 
     seed
 }
 
+/// After the kills: one more run to the end, then the same online values (cards 0..40) and
+/// offline rows as the uninterrupted `reference`, and consistency 0 on every card.
+pub(crate) fn finish_like_the_reference(p: &Project, reference: &Path, seed: u64) {
+    ok(p.run(&["stream", "run", "--until-idle"]));
+    let cards: Vec<String> = (0..40).map(|c| c.to_string()).collect();
+    let cards = cards.join(",");
+    assert_eq!(
+        online(&p.dir, &cards),
+        online(reference, &cards),
+        "seed {seed}"
+    );
+    // Every accepted event is in the offline store exactly once.
+    assert_eq!(offline_rows(&p.dir), offline_rows(reference), "seed {seed}");
+    let report = json(p.run(&[
+        "-o",
+        "json",
+        "consistency",
+        "card_activity",
+        "--sample",
+        "40",
+    ]));
+    assert_eq!(report["mismatches"], 0, "seed {seed}: {report}");
+    assert_eq!(report["keys_online"], 40, "{report}");
+}
+
 /// The rows the stream wrote to the offline store on 2026-01-01.
 pub(crate) fn offline_rows(dir: &Path) -> usize {
     let part = dir.join("data/transactions/date=2026-01-01");
@@ -312,31 +337,7 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
     let seed = kill_at_random_moments(&p.dir, "mid-stream", || {
         json(p.run(&["-o", "json", "stream", "status"]))[0]["lag_bytes"] == 0
     });
-    ok(p.run(&["stream", "run", "--until-idle"]));
-
-    let cards: Vec<String> = (0..40).map(|c| c.to_string()).collect();
-    let cards = cards.join(",");
-    assert_eq!(
-        online(&p.dir, &cards),
-        online(&reference, &cards),
-        "seed {seed}"
-    );
-    // Every accepted event is in the offline store exactly once.
-    assert_eq!(
-        offline_rows(&p.dir),
-        offline_rows(&reference),
-        "seed {seed}"
-    );
-    let report = json(p.run(&[
-        "-o",
-        "json",
-        "consistency",
-        "card_activity",
-        "--sample",
-        "40",
-    ]));
-    assert_eq!(report["mismatches"], 0, "seed {seed}: {report}");
-    assert_eq!(report["keys_online"], 40, "{report}");
+    finish_like_the_reference(&p, &reference, seed);
 }
 
 #[test]
