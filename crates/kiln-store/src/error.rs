@@ -34,6 +34,14 @@ pub enum StoreError {
     )]
     Locked { path: PathBuf },
 
+    #[error("online store {location}: {message}")]
+    Redis {
+        location: String,
+        message: String,
+        /// The server was unreachable, slow or restarting (not a refused command).
+        retryable: bool,
+    },
+
     #[error("artifact store {location}: {message}")]
     Artifact { location: String, message: String },
 
@@ -50,6 +58,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Locked { .. } | StoreError::Io { .. } => true,
+            StoreError::Redis { retryable, .. } => *retryable,
             StoreError::Parquet { .. }
             | StoreError::Data { .. }
             | StoreError::NoParquetFiles { .. }

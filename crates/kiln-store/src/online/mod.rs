@@ -1,8 +1,8 @@
 //! The online store port: the latest row per (feature view, entity key), read in batches at
 //! serving time and written in batches by materialization.
 //!
-//! The trait is asynchronous and batched because its production backends are networked (Redis
-//! comes next): one round trip per batch, not per key. The embedded backends implement the same
+//! The trait is asynchronous and batched because its production backends are networked (Redis,
+//! standalone or Cluster): one round trip per batch, not per key. The embedded backends implement the same
 //! contract, and one conformance suite (`tests/integration`) runs against every backend.
 //!
 //! Writes are *newer-wins*: a row replaces the stored one only if its (event timestamp,
@@ -11,6 +11,8 @@
 
 mod memory;
 mod redb_store;
+#[cfg(feature = "redis")]
+mod redis_store;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +23,8 @@ use kiln_core::value::{ValueReader, ValueWriter};
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisOptions, RedisStore};
 
 use crate::StoreError;
 

@@ -17,7 +17,7 @@ fn table(name: &str) -> ViewTable {
     }
 }
 
-async fn conformance(store: &dyn OnlineStore) {
+pub(crate) async fn conformance(store: &dyn OnlineStore) {
     let t = table("driver_stats");
     let keys: Vec<Vec<u8>> = (0u8..5).map(|k| vec![k]).collect();
 
