@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use kiln_registry::Registry;
 use kiln_store::online::{MemoryStore, OnlineStore, RedbStore};
+#[cfg(feature = "redis")]
+use kiln_store::online::{RedisOptions, RedisStore};
 
 use crate::config::{CONFIG_FILE, Config, OnlineStoreType};
 
@@ -53,13 +55,39 @@ impl Project {
         Ok(Registry::open(&self.config.registry_url(&self.dir), &self.config.project).await?)
     }
 
-    pub fn online_store(&self) -> anyhow::Result<Arc<dyn OnlineStore>> {
-        Ok(match self.config.online_store.kind {
-            OnlineStoreType::Redb => Arc::new(RedbStore::open(
-                &self.dir.join(&self.config.online_store.path),
-            )?),
+    pub async fn online_store(&self) -> anyhow::Result<Arc<dyn OnlineStore>> {
+        let c = &self.config.online_store;
+        Ok(match c.kind {
+            OnlineStoreType::Redb => Arc::new(RedbStore::open(&self.dir.join(&c.path))?),
             OnlineStoreType::Memory => Arc::new(MemoryStore::new()),
+            #[cfg(feature = "redis")]
+            OnlineStoreType::Redis => {
+                Arc::new(RedisStore::connect(&c.url, &self.redis_options()).await?)
+            }
+            #[cfg(feature = "redis")]
+            OnlineStoreType::RedisCluster => {
+                Arc::new(RedisStore::connect_cluster(&c.nodes, &self.redis_options()).await?)
+            }
+            #[cfg(not(feature = "redis"))]
+            OnlineStoreType::Redis | OnlineStoreType::RedisCluster => anyhow::bail!(
+                "online_store.type {:?}: this kiln was built without the `redis` feature",
+                c.kind
+            ),
         })
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis_options(&self) -> RedisOptions {
+        let c = &self.config.online_store;
+        RedisOptions {
+            key_prefix: if c.key_prefix.is_empty() {
+                format!("kiln:{}", self.config.project)
+            } else {
+                c.key_prefix.clone()
+            },
+            connect_timeout: std::time::Duration::from_millis(c.connect_timeout_ms),
+            response_timeout: std::time::Duration::from_millis(c.timeout_ms),
+        }
     }
 
     pub fn artifacts(&self) -> anyhow::Result<kiln_store::artifacts::ArtifactStore> {

@@ -111,7 +111,7 @@ pub async fn run(ctx: &Ctx, a: ConsistencyArgs) -> anyhow::Result<()> {
     sample.sort_by_key(|(k, _)| xxhash_rust::xxh3::xxh3_64(k));
     sample.truncate(a.sample);
     // Their online rows.
-    let store = project.online_store()?;
+    let store = project.online_store().await?;
     let key_bytes: Vec<Vec<u8>> = sample.iter().map(|(k, _)| k.clone()).collect();
     let rows = store.get_many(&view.name, &key_bytes).await?;
     let mut online: Vec<(&Vec<Value>, i64, Vec<Value>)> = Vec::new();

@@ -141,7 +141,7 @@ pub async fn run(_ctx: &Ctx, a: DemoArgs) -> anyhow::Result<()> {
     let state = ServeState::new(
         registry.state().await?,
         Some(registry),
-        project.online_store()?,
+        project.online_store().await?,
         project.serve_options()?,
     );
     state.preload_models().await;

@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, cmd: FeaturesCmd) -> anyhow::Result<()> {
     let project = ctx.project()?;
     let state = project.registry().await?.state().await?;
     let catalog = Catalog::from_state(&state);
-    let store = project.online_store()?;
+    let store = project.online_store().await?;
     let mut entities = Vec::new();
     for e in &a.entities {
         let (k, vals) = e

@@ -91,7 +91,7 @@ pub async fn materialize(
             "the online store is `memory`: what this command writes is gone when it exits"
         );
     }
-    let store = project.online_store()?;
+    let store = project.online_store().await?;
     let mut reports = Vec::new();
     for v in views {
         let view = v.current().clone();
@@ -116,7 +116,7 @@ pub async fn materialize(
         let job = MaterializeJob { view, start, end };
         let (store2, dir, job2) = (store.clone(), project.dir.clone(), job.clone());
         let opts = MaterializeOptions {
-            max_keys: project.config.online_store.write_batch,
+            max_keys: project.config.online_store.write_batch(),
             ..MaterializeOptions::default()
         };
         let rt = tokio::runtime::Handle::current();

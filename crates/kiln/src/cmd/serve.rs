@@ -41,7 +41,7 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     );
     let registry = project.registry().await?;
     let state = registry.state().await?;
-    let store = project.online_store()?;
+    let store = project.online_store().await?;
     let mut options = project.serve_options()?;
     let streams = crate::streaming::streamed(project, &state, &[])?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -63,7 +63,7 @@ async fn run_streams(ctx: &Ctx, project: &Project, a: RunArgs) -> anyhow::Result
             "no online feature view has windowed aggregations, so there is nothing to stream (see docs/definitions.md#windowed-aggregations)"
         );
     }
-    let store = project.online_store()?;
+    let store = project.online_store().await?;
     let stop = Arc::new(AtomicBool::new(false));
     if !a.until_idle {
         let stop = stop.clone();

@@ -103,6 +103,11 @@ pub enum OnlineStoreType {
     Redb,
     /// In the process only; gone when it exits. For demos and tests.
     Memory,
+    /// One Redis server (`url`).
+    Redis,
+    /// A Redis Cluster (`nodes`: any of its nodes; the rest are discovered).
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,13 +118,33 @@ pub struct OnlineStoreConfig {
     /// The redb file, relative to the project.
     #[serde(default = "default_online_path")]
     pub path: String,
-    /// Materialization writes at most this many keys per atomic batch.
-    #[serde(default = "default_write_batch")]
-    pub write_batch: usize,
+    /// Materialization writes at most this many keys per atomic batch (see
+    /// [`OnlineStoreConfig::write_batch`] for the default).
+    #[serde(default)]
+    pub write_batch: Option<usize>,
+    /// Redis: `redis://[user:password@]host:port[/db]`.
+    #[serde(default)]
+    pub url: String,
+    /// Redis Cluster: `redis://host:port` of one or more of its nodes.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Redis keys start with `PREFIX:` (default `kiln:PROJECT`).
+    #[serde(default)]
+    pub key_prefix: String,
+    /// Redis: a command unanswered after this many milliseconds fails.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Redis: connecting gives up after this many milliseconds.
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
 }
 
-fn default_write_batch() -> usize {
-    262_144
+fn default_redis_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_redis_connect_timeout_ms() -> u64 {
+    2_000
 }
 
 fn default_online_type() -> OnlineStoreType {
@@ -130,12 +155,65 @@ fn default_online_path() -> String {
     ".kiln/online.redb".into()
 }
 
+impl OnlineStoreConfig {
+    /// Keys per atomic materialization write: as set, or 262,144 for the embedded stores and
+    /// 4,096 for Redis (a batch is one `MULTI`/`EXEC` there, and Redis answers no reader while
+    /// it runs).
+    pub fn write_batch(&self) -> usize {
+        self.write_batch.unwrap_or(match self.kind {
+            OnlineStoreType::Redb | OnlineStoreType::Memory => 262_144,
+            OnlineStoreType::Redis | OnlineStoreType::RedisCluster => 4_096,
+        })
+    }
+
+    fn validate(&self, errors: &mut Vec<String>) {
+        let redis_url = |what: &str, url: &str| {
+            (!url.starts_with("redis://")).then(|| {
+                format!(
+                    "online_store.{what} {url:?}: expected redis://[user:password@]host:port[/db]"
+                )
+            })
+        };
+        match self.kind {
+            OnlineStoreType::Redb if self.path.trim().is_empty() => {
+                errors.push("online_store.path: the redb backend needs a file path".to_string());
+            }
+            OnlineStoreType::Redis if self.url.trim().is_empty() => errors.push(
+                "online_store.url: the redis backend needs redis://host:port[/db]".to_string(),
+            ),
+            OnlineStoreType::Redis => errors.extend(redis_url("url", &self.url)),
+            OnlineStoreType::RedisCluster if self.nodes.is_empty() => errors.push(
+                "online_store.nodes: the redis-cluster backend needs one or more node addresses \
+                 (redis://host:port)"
+                    .to_string(),
+            ),
+            OnlineStoreType::RedisCluster => {
+                errors.extend(self.nodes.iter().filter_map(|n| redis_url("nodes", n)));
+            }
+            OnlineStoreType::Redb | OnlineStoreType::Memory => {}
+        }
+        if self.write_batch == Some(0) {
+            errors.push("online_store.write_batch must be at least 1".to_string());
+        }
+        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            errors.push(
+                "online_store.timeout_ms and connect_timeout_ms must be at least 1".to_string(),
+            );
+        }
+    }
+}
+
 impl Default for OnlineStoreConfig {
     fn default() -> Self {
         OnlineStoreConfig {
             kind: default_online_type(),
             path: default_online_path(),
-            write_batch: default_write_batch(),
+            write_batch: None,
+            url: String::new(),
+            nodes: Vec::new(),
+            key_prefix: String::new(),
+            timeout_ms: default_redis_timeout_ms(),
+            connect_timeout_ms: default_redis_connect_timeout_ms(),
         }
     }
 }
@@ -331,11 +409,7 @@ impl Config {
                 "registry.url {url:?}: expected sqlite://PATH or postgres://..."
             ));
         }
-        if self.online_store.kind == OnlineStoreType::Redb
-            && self.online_store.path.trim().is_empty()
-        {
-            errors.push("online_store.path: the redb backend needs a file path".to_string());
-        }
+        self.online_store.validate(&mut errors);
         if self.serve.addr.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "serve.addr {:?}: expected HOST:PORT like 127.0.0.1:6566",
@@ -369,9 +443,6 @@ impl Config {
         }
         if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {
             errors.push(format!("serve.registry_refresh: {e}"));
-        }
-        if self.online_store.write_batch == 0 {
-            errors.push("online_store.write_batch must be at least 1".to_string());
         }
         self.tracing.validate(&mut errors);
         if self.offline_store.memory_budget_mb == 0 {
@@ -516,6 +587,44 @@ mod tests {
         let (_d, p) = write("project = \"demo\"\n[serve.models.ranker]\nqueue_capacity = 0\n");
         let e = Config::load(&p, &[]).expect_err("zero").to_string();
         assert!(e.contains("serve.models.ranker.queue_capacity"), "{e}");
+    }
+
+    #[test]
+    fn redis_online_stores_need_addresses_and_batch_smaller() {
+        let (_d, p) = write(
+            "project = \"demo\"\n[online_store]\ntype = \"redis\"\nurl = \"redis://h:1/2\"\n",
+        );
+        let c = Config::load(&p, &[]).expect("loads");
+        assert_eq!(c.online_store.kind, OnlineStoreType::Redis);
+        assert_eq!(c.online_store.write_batch(), 4_096);
+        let env = [
+            (
+                "KILN__ONLINE_STORE__TYPE".to_string(),
+                "redis-cluster".to_string(),
+            ),
+            (
+                "KILN__ONLINE_STORE__NODES".to_string(),
+                "[\"redis://a:1\", \"redis://b:2\"]".to_string(),
+            ),
+            (
+                "KILN__ONLINE_STORE__WRITE_BATCH".to_string(),
+                "7".to_string(),
+            ),
+        ];
+        let c = Config::load(&p, &env).expect("loads");
+        assert_eq!(c.online_store.kind, OnlineStoreType::RedisCluster);
+        assert_eq!(c.online_store.nodes, ["redis://a:1", "redis://b:2"]);
+        assert_eq!(c.online_store.write_batch(), 7);
+        let (_d, p) = write("[online_store]\ntype = \"redis\"\n");
+        let e = Config::load(&p, &[]).expect_err("no url").to_string();
+        assert!(e.contains("online_store.url"), "{e}");
+        let (_d, p) =
+            write("[online_store]\ntype = \"redis-cluster\"\nnodes = [\"127.0.0.1:7000\"]\n");
+        let e = Config::load(&p, &[]).expect_err("no scheme").to_string();
+        assert!(
+            e.contains("online_store.nodes \"127.0.0.1:7000\"") && e.contains("redis://"),
+            "{e}"
+        );
     }
 
     #[test]

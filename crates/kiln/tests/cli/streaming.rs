@@ -294,8 +294,10 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
+/// The kill tests' project: 30,000 events over 40 cards and about eight hours pushed into the
+/// source's log, some out of order within the lateness (enough that the first kills land while
+/// the stream is still catching up), and checkpoints every 500 events.
+pub(crate) fn project_with_many_events() -> Project {
     let p = project();
     p.write(
         "kiln.toml",
@@ -304,8 +306,6 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
             p.read("kiln.toml")
         ),
     );
-    // 30,000 events over 40 cards and about eight hours, some out of order within the
-    // lateness: enough that the first kills land while the stream is still catching up.
     let mut rng = 7u64;
     let mut lines = String::new();
     for i in 0..30_000i64 {
@@ -329,7 +329,12 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
         "transactions",
         file.to_str().expect("utf-8"),
     ]));
+    p
+}
 
+#[test]
+fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
+    let p = project_with_many_events();
     let reference = p.dir.with_file_name("reference");
     copy_dir(&p.dir, &reference);
     ok(kiln(&reference, &["stream", "run", "--until-idle"]));
