@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub alerts: Option<kiln_monitor::alerts::AlertPlan>,
     /// The event logs `POST /v1/push/{source}` appends to (absent: the endpoint answers 404).
     pub push: Option<Arc<kiln_stream::push::PushHub>>,
+    /// The circuit breakers guarding dependencies, for `/metrics`.
+    pub breakers: Vec<Arc<crate::resilience::Breaker>>,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +47,7 @@ impl Default for ServeOptions {
             monitor: MonitorOptions::default(),
             alerts: None,
             push: None,
+            breakers: Vec::new(),
         }
     }
 }
@@ -92,6 +95,7 @@ pub(crate) struct Inner {
     alerts: std::sync::OnceLock<Arc<kiln_monitor::alerts::AlertEngine>>,
     max_request_bytes: usize,
     push: Option<Arc<kiln_stream::push::PushHub>>,
+    breakers: Vec<Arc<crate::resilience::Breaker>>,
 }
 
 impl ServeState {
@@ -124,6 +128,7 @@ impl ServeState {
                 alerts: std::sync::OnceLock::new(),
                 max_request_bytes: options.max_request_bytes,
                 push: options.push,
+                breakers: options.breakers,
             }),
         };
         if let Some(plan) = alerts {
@@ -181,6 +186,11 @@ impl ServeState {
     /// The event logs pushes append to, when streaming is set up.
     pub fn push_hub(&self) -> Option<&Arc<kiln_stream::push::PushHub>> {
         self.inner.push.as_ref()
+    }
+
+    /// The circuit breakers guarding dependencies.
+    pub fn breakers(&self) -> &[Arc<crate::resilience::Breaker>] {
+        &self.inner.breakers
     }
 
     pub fn max_request_bytes(&self) -> usize {

@@ -42,6 +42,10 @@ pub enum StoreError {
         retryable: bool,
     },
 
+    /// A circuit breaker in front of the store is open: the store was not called.
+    #[error("online store {store}: not called, {message}")]
+    CircuitOpen { store: String, message: String },
+
     #[error("artifact store {location}: {message}")]
     Artifact { location: String, message: String },
 
@@ -59,6 +63,7 @@ impl StoreError {
         match self {
             StoreError::Locked { .. } | StoreError::Io { .. } => true,
             StoreError::Redis { retryable, .. } => *retryable,
+            StoreError::CircuitOpen { .. } => true,
             StoreError::Parquet { .. }
             | StoreError::Data { .. }
             | StoreError::NoParquetFiles { .. }

@@ -125,6 +125,7 @@ impl Project {
                 Some(plan)
             },
             push: None,
+            breakers: Vec::new(),
         })
     }
 

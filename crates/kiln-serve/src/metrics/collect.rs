@@ -1,6 +1,7 @@
 //! Values read when `/metrics` is scraped rather than counted on the request path: the event
 //! bus's per-subscriber counts, the prediction log's and feedback's counters, model performance
-//! over the configured window, and each feature view's materialization lag.
+//! over the configured window, each feature view's materialization lag, and the circuit
+//! breakers' states.
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +14,14 @@ use crate::ServeState;
 impl ServeMetrics {
     /// Brings the scraped values up to date.
     pub(crate) fn collect(&self, state: &ServeState) {
+        for b in state.breakers() {
+            self.gauge(&CIRCUIT_STATE, &[b.name()])
+                .set(b.state().gauge());
+            self.counter(&CIRCUIT_OPENED, &[b.name()])
+                .absolute(b.opened());
+            self.counter(&CIRCUIT_REFUSED, &[b.name()])
+                .absolute(b.refused());
+        }
         let monitor = state.monitor();
         for s in monitor.bus().stats() {
             self.counter(&EVENTS_DELIVERED, &[s.name])

@@ -323,8 +323,30 @@ pub const STREAM_BROKER_REJECTED: MetricDef = MetricDef {
     buckets: &[],
 };
 
+pub const CIRCUIT_STATE: MetricDef = MetricDef {
+    name: "kiln_circuit_state",
+    kind: Kind::Gauge,
+    labels: &["dependency"],
+    help: "A dependency's circuit breaker: 0 closed (calls go through), 1 half-open (probing), 2 open (calls refused).",
+    buckets: &[],
+};
+pub const CIRCUIT_OPENED: MetricDef = MetricDef {
+    name: "kiln_circuit_opened_total",
+    kind: Kind::Counter,
+    labels: &["dependency"],
+    help: "Times a dependency's circuit breaker opened (its failure rate crossed the threshold, or a probe failed).",
+    buckets: &[],
+};
+pub const CIRCUIT_REFUSED: MetricDef = MetricDef {
+    name: "kiln_circuit_refused_total",
+    kind: Kind::Counter,
+    labels: &["dependency"],
+    help: "Calls to a dependency refused by its open circuit breaker (answered 503 without calling it).",
+    buckets: &[],
+};
+
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 41] = [
+pub const ALL: [&MetricDef; 44] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -361,6 +383,9 @@ pub const ALL: [&MetricDef; 41] = [
     &STREAM_TIME,
     &STREAM_BROKER_MESSAGES,
     &STREAM_BROKER_REJECTED,
+    &CIRCUIT_STATE,
+    &CIRCUIT_OPENED,
+    &CIRCUIT_REFUSED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

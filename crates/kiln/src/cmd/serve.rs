@@ -41,8 +41,22 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     );
     let registry = project.registry().await?;
     let state = registry.state().await?;
-    let store = project.online_store().await?;
     let mut options = project.serve_options()?;
+    let mut store = project.online_store().await?;
+    if let Some(settings) = project
+        .config
+        .online_store
+        .breaker
+        .settings("online_store.breaker")
+        .map_err(|e| anyhow::anyhow!(e.join("; ")))?
+    {
+        let breaker = Arc::new(kiln_serve::resilience::Breaker::new(
+            "online_store",
+            settings,
+        ));
+        options.breakers.push(breaker.clone());
+        store = Arc::new(kiln_serve::resilience::GuardedStore::new(store, breaker));
+    }
     let streams = crate::streaming::streamed(project, &state, &[])?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut connectors = Vec::new();

@@ -137,6 +137,113 @@ pub struct OnlineStoreConfig {
     /// Redis: connecting gives up after this many milliseconds.
     #[serde(default = "default_redis_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// `kiln serve`'s circuit breaker in front of the store.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// A circuit breaker (docs/configuration.md, "Circuit breaker").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    #[serde(default = "breaker_enabled")]
+    pub enabled: bool,
+    /// Outcomes over this long decide whether it opens.
+    #[serde(default = "default_breaker_window")]
+    pub window: String,
+    /// ...once at least this many calls ended in the window...
+    #[serde(default = "default_breaker_min_calls")]
+    pub min_calls: u32,
+    /// ...and at least this share of them failed (0 < rate <= 1).
+    #[serde(default = "default_breaker_failure_rate")]
+    pub failure_rate: f64,
+    /// Calls are refused this long, then probed.
+    #[serde(default = "default_breaker_open_for")]
+    pub open_for: String,
+    /// Probes at once; this many successes close it again.
+    #[serde(default = "default_breaker_probes")]
+    pub probes: u32,
+}
+
+fn breaker_enabled() -> bool {
+    true
+}
+
+fn default_breaker_window() -> String {
+    "10s".into()
+}
+
+fn default_breaker_min_calls() -> u32 {
+    20
+}
+
+fn default_breaker_failure_rate() -> f64 {
+    0.5
+}
+
+fn default_breaker_open_for() -> String {
+    "5s".into()
+}
+
+fn default_breaker_probes() -> u32 {
+    3
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: breaker_enabled(),
+            window: default_breaker_window(),
+            min_calls: default_breaker_min_calls(),
+            failure_rate: default_breaker_failure_rate(),
+            open_for: default_breaker_open_for(),
+            probes: default_breaker_probes(),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The breaker's settings (`None`: disabled); `at` names the section in errors.
+    pub fn settings(
+        &self,
+        at: &str,
+    ) -> Result<Option<kiln_serve::resilience::BreakerSettings>, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut duration = |key: &str, text: &str| match kiln_core::time::parse_duration(text) {
+            Ok(0) => {
+                errors.push(format!("{at}.{key}: must be at least 1s"));
+                std::time::Duration::ZERO
+            }
+            Ok(s) => std::time::Duration::from_secs(s),
+            Err(e) => {
+                errors.push(format!("{at}.{key}: {e}"));
+                std::time::Duration::ZERO
+            }
+        };
+        let window = duration("window", &self.window);
+        let open_for = duration("open_for", &self.open_for);
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            errors.push(format!(
+                "{at}.failure_rate {}: expected a share in (0, 1]",
+                self.failure_rate
+            ));
+        }
+        if self.min_calls == 0 || self.probes == 0 {
+            errors.push(format!("{at}.min_calls and probes must be at least 1"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(self
+            .enabled
+            .then_some(kiln_serve::resilience::BreakerSettings {
+                window,
+                min_calls: self.min_calls,
+                failure_rate: self.failure_rate,
+                open_for,
+                probes: self.probes,
+            }))
+    }
 }
 
 fn default_redis_timeout_ms() -> u64 {
@@ -200,6 +307,9 @@ impl OnlineStoreConfig {
                 "online_store.timeout_ms and connect_timeout_ms must be at least 1".to_string(),
             );
         }
+        if let Err(e) = self.breaker.settings("online_store.breaker") {
+            errors.extend(e);
+        }
     }
 }
 
@@ -214,6 +324,7 @@ impl Default for OnlineStoreConfig {
             key_prefix: String::new(),
             timeout_ms: default_redis_timeout_ms(),
             connect_timeout_ms: default_redis_connect_timeout_ms(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -615,6 +726,17 @@ mod tests {
         assert_eq!(c.online_store.kind, OnlineStoreType::RedisCluster);
         assert_eq!(c.online_store.nodes, ["redis://a:1", "redis://b:2"]);
         assert_eq!(c.online_store.write_batch(), 7);
+        let (_d, p) = write(
+            "[online_store.breaker]\nwindow = \"soon\"\nfailure_rate = 1.5\nopen_for = \"0\"\n",
+        );
+        let e = Config::load(&p, &[]).expect_err("bad breaker").to_string();
+        for named in [
+            "online_store.breaker.window",
+            "online_store.breaker.failure_rate 1.5",
+            "online_store.breaker.open_for: must be at least 1s",
+        ] {
+            assert!(e.contains(named), "{named}: {e}");
+        }
         let (_d, p) = write("[online_store]\ntype = \"redis\"\n");
         let e = Config::load(&p, &[]).expect_err("no url").to_string();
         assert!(e.contains("online_store.url"), "{e}");

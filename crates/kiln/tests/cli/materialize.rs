@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn lookup(p: &Project, ids: &str) -> serde_json::Value {
+/// `kiln features get` of the driver_activity service for drivers `ids` (comma-separated).
+pub(crate) fn lookup(p: &Project, ids: &str) -> serde_json::Value {
     json(p.run(&[
         "features",
         "get",

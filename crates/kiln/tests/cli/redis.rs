@@ -2,9 +2,12 @@
 //! from Redis (standalone, and a 3-primary Cluster started from `redis-server` processes)
 //! exactly as from the embedded store, by `kiln features get` and `kiln serve`; and a stream
 //! writing to the Cluster, killed with SIGKILL at random moments, ends where an uninterrupted
-//! run writing to redb does. Runs when `KILN_TEST_REDIS_URL` is set.
+//! run writing to redb does; and a server whose Redis is killed answers 503 naming it, opens
+//! its circuit breaker, and recovers through a probe when Redis returns. Runs when
+//! `KILN_TEST_REDIS_URL` is set.
 
 use crate::common::*;
+use crate::materialize::lookup;
 use crate::streaming::{
     copy_dir, finish_like_the_reference, kill_at_random_moments, project_with_many_events,
 };
@@ -55,19 +58,6 @@ fn start_cluster() -> Cluster {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(Cluster::start())
-}
-
-fn lookup(p: &Project, ids: &str) -> serde_json::Value {
-    json(p.run(&[
-        "-o",
-        "json",
-        "features",
-        "get",
-        "--service",
-        "driver_activity",
-        "--entity",
-        &format!("driver_id={ids}"),
-    ]))
 }
 
 #[test]
@@ -143,4 +133,128 @@ fn a_stream_writing_to_a_redis_cluster_killed_at_random_moments_ends_like_redb()
         json(p.run(&["-o", "json", "stream", "status"]))[0]["lag_bytes"] == 0
     });
     finish_like_the_reference(&p, &reference, seed);
+}
+
+/// A `redis-server` of the test's own on a free port, without persistence.
+struct OwnRedis {
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        OwnRedis { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_server_whose_redis_dies_answers_503_opens_its_breaker_and_recovers_when_it_returns() {
+    if redis_url().is_none() {
+        return;
+    }
+    let port = redis_cluster::free_ports(1)[0];
+    let redis = OwnRedis::start(port);
+    let p = init(&[]);
+    use_online_store(
+        &p,
+        &format!(
+            "type = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\ntimeout_ms = 300\n\
+             [online_store.breaker]\nmin_calls = 3\nopen_for = \"1s\"\nprobes = 1"
+        ),
+    );
+    ok(p.run(&["apply"]));
+    ok(p.run(&["materialize", "--start", "2000-01-01"]));
+    let server = Server::start(&p.dir, &[]);
+    let request = serde_json::json!({
+        "feature_service": "driver_activity",
+        "entities": {"driver_id": [1001]},
+    });
+    let (status, body) = post(&server.addr, request.clone());
+    assert_eq!(status, 200, "{body}");
+
+    redis.kill();
+    let (status, body) = post(&server.addr, request.clone());
+    assert_eq!(status, 503, "{body}");
+    // Feast's error shape: a JSON string holding the detail.
+    assert!(
+        body.to_string()
+            .contains(&format!("online store redis://127.0.0.1:{port}/0")),
+        "{body}"
+    );
+    // Within a few more failures (min_calls 3, half of them failed) the breaker opens: Redis
+    // is no longer called, and the answer still names the store and says why.
+    let mut refused = None;
+    for _ in 0..5 {
+        let (status, body) = post(&server.addr, request.clone());
+        assert_eq!(status, 503, "{body}");
+        if body.to_string().contains("not called, circuit open (") {
+            refused = Some(body.to_string());
+            break;
+        }
+    }
+    let text = refused.expect("the breaker opened");
+    assert!(text.contains("calls failed in the last 10s"), "{text}");
+    let (status, text) = http(&server.addr, "GET", "/ready", None);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("online store"), "{text}");
+    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("kiln_circuit_state{dependency=\"online_store\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_circuit_opened_total{dependency=\"online_store\"} 1"),
+        "{metrics}"
+    );
+
+    // Redis comes back (empty: it kept nothing); after the breaker's pause a probe finds it,
+    // the breaker closes and the server, reconnected by itself, answers again.
+    let _redis = OwnRedis::start(port);
+    ok(p.run(&["materialize", "--start", "2000-01-01"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = post(&server.addr, request.clone());
+        if status == 200 {
+            assert_eq!(body["results"][1]["statuses"][0], "PRESENT", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after Redis returned: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, text) = http(&server.addr, "GET", "/ready", None);
+    assert_eq!(status, 200, "{text}");
+    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("kiln_circuit_state{dependency=\"online_store\"} 0"),
+        "{metrics}"
+    );
+    assert!(server.stop());
 }
