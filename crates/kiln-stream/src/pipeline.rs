@@ -306,6 +306,40 @@ pub struct RunSummary {
     pub dead_letters: String,
 }
 
+/// How long a long-running stream waits before writing again to an unavailable online store:
+/// doubling from the first to the last.
+const STORE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Writes a step's rows. A long-running stream outlasts an unavailable online store (a Redis
+/// restarting, a breaker open): it retries the same rows, which are idempotent, with backoff
+/// until they are written or it is stopped; no checkpoint is taken past rows not written. A
+/// stream run to idleness (`kiln stream run --until-idle`) fails at once with the store's error.
+fn write_rows(
+    rt: &tokio::runtime::Handle,
+    store: &Arc<dyn OnlineStore>,
+    table: &kiln_store::online::ViewTable,
+    rows: Vec<(Vec<u8>, kiln_store::online::StoredRow)>,
+    stop: &AtomicBool,
+    until_idle: bool,
+) -> Result<(), StreamError> {
+    if until_idle {
+        let _: WriteSummary = rt.block_on(store.write_batch(table, rows))?;
+        return Ok(());
+    }
+    let mut wait = STORE_RETRY.0;
+    loop {
+        match rt.block_on(store.write_batch(table, rows.clone())) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_retryable() && !stop.load(Ordering::Relaxed) => {
+                tracing::warn!(view = %table.name, error = %e, retry_in = ?wait, "online store write failed; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(STORE_RETRY.1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Runs a stream on the current thread until `stop` is set (or, with `until_idle`, until the
 /// log has nothing more), writing rows through `rt`; checkpoints at the end.
 pub fn run(
@@ -329,7 +363,7 @@ pub fn run(
         for (i, rows) in std::mem::take(&mut step.rows) {
             let table = stream.operators[i].table();
             summary.rows_written += rows.len() as u64;
-            let _: WriteSummary = rt.block_on(store.write_batch(table, rows))?;
+            write_rows(rt, store, table, rows, stop, until_idle)?;
         }
         progress(stream, &step);
         if stream.checkpoint_due() {

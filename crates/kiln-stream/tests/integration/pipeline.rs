@@ -152,3 +152,142 @@ fn concurrent_pushes_share_flushes_and_every_event_is_logged_once() {
         "every acknowledged event is in the log, once"
     );
 }
+
+/// An online store whose first `failures` writes fail as if it were unreachable; the write
+/// after those stops the stream.
+struct Unreachable {
+    failures: std::sync::atomic::AtomicU32,
+    attempts: std::sync::atomic::AtomicU32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    up: kiln_store::online::MemoryStore,
+}
+
+impl kiln_store::online::OnlineStore for Unreachable {
+    fn write_batch<'a>(
+        &'a self,
+        table: &'a kiln_store::online::ViewTable,
+        rows: Vec<(Vec<u8>, kiln_store::online::StoredRow)>,
+    ) -> kiln_store::online::BoxFuture<
+        'a,
+        Result<kiln_store::online::WriteSummary, kiln_store::StoreError>,
+    > {
+        use std::sync::atomic::Ordering;
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let left = self.failures.load(Ordering::Relaxed);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::Relaxed);
+            return Box::pin(async {
+                Err(kiln_store::StoreError::Redis {
+                    location: "redis://down".into(),
+                    message: "connection refused".into(),
+                    retryable: true,
+                })
+            });
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        self.up.write_batch(table, rows)
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        view: &'a str,
+        keys: &'a [Vec<u8>],
+    ) -> kiln_store::online::BoxFuture<
+        'a,
+        Result<Vec<Option<kiln_store::online::StoredRow>>, kiln_store::StoreError>,
+    > {
+        self.up.get_many(view, keys)
+    }
+
+    fn delete_view<'a>(
+        &'a self,
+        view: &'a str,
+    ) -> kiln_store::online::BoxFuture<'a, Result<(), kiln_store::StoreError>> {
+        self.up.delete_view(view)
+    }
+
+    fn count<'a>(
+        &'a self,
+        view: &'a str,
+    ) -> kiln_store::online::BoxFuture<'a, Result<u64, kiln_store::StoreError>> {
+        self.up.count(view)
+    }
+
+    fn describe(&self) -> String {
+        "unreachable at first".into()
+    }
+}
+
+#[test]
+fn a_running_stream_outlasts_an_unavailable_online_store_and_an_idle_run_fails_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use kiln_store::online::OnlineStore;
+    use kiln_stream::pipeline;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("transactions");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    let stream_dir = tmp.path().join("stream");
+    let view = common::view(&source.display().to_string());
+    let t0 = 1_767_225_600_000_000;
+    LogWriter::open(&stream_dir)
+        .expect("log")
+        .append(&[encoded(&Ev {
+            card: 1,
+            ts: t0,
+            amount: Some(2.0),
+            merchant: 1,
+        })])
+        .expect("append");
+    let open = || {
+        SourceStream::open(
+            &stream_dir,
+            &source,
+            &[&view],
+            &common::arrow_schema(),
+            StreamOptions::default(),
+        )
+        .expect("open")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let unreachable = |failures| {
+        Arc::new(Unreachable {
+            failures: AtomicU32::new(failures),
+            attempts: AtomicU32::new(0),
+            stop: stop.clone(),
+            up: kiln_store::online::MemoryStore::new(),
+        })
+    };
+
+    // Run to idleness: the store's error, and no checkpoint past the rows it did not take.
+    let store = unreachable(1);
+    let dyn_store: Arc<dyn OnlineStore> = store.clone();
+    let e = pipeline::run(&mut open(), rt.handle(), &dyn_store, &stop, true, |_, _| {})
+        .expect_err("the store is down");
+    assert!(e.to_string().contains("redis://down"), "{e}");
+    assert_eq!(open().position(), 0, "no checkpoint past unwritten rows");
+
+    // Running: three failed writes, retried with backoff, then written.
+    let store = unreachable(3);
+    let dyn_store: Arc<dyn OnlineStore> = store.clone();
+    let summary = pipeline::run(
+        &mut open(),
+        rt.handle(),
+        &dyn_store,
+        &stop,
+        false,
+        |_, _| {},
+    )
+    .expect("outlasted");
+    assert_eq!((summary.events, summary.rows_written), (1, 1));
+    assert_eq!(store.attempts.load(Ordering::Relaxed), 4);
+    let card1 = kiln_core::key::entity_key(&[Value::Int64(1)]);
+    let rows = rt
+        .block_on(store.get_many(&view.name, &[card1]))
+        .expect("read");
+    assert!(rows[0].is_some(), "the row reached the store");
+    assert!(open().position() > 0, "checkpointed after the write");
+}
