@@ -197,8 +197,7 @@ impl Breaker {
         if inner.state == BreakerState::Open {
             let open = now.saturating_duration_since(inner.opened_at);
             if open < self.settings.open_for {
-                drop(inner);
-                return Err(self.refuse(self.settings.open_for - open));
+                return Err(self.refuse(&inner, self.settings.open_for - open));
             }
             inner.state = BreakerState::HalfOpen;
             inner.probes_in_flight = 0;
@@ -208,8 +207,7 @@ impl Breaker {
         let probe = inner.state == BreakerState::HalfOpen;
         if probe {
             if inner.probes_in_flight >= self.settings.probes {
-                drop(inner);
-                return Err(self.refuse(Duration::ZERO));
+                return Err(self.refuse(&inner, Duration::ZERO));
             }
             inner.probes_in_flight += 1;
         }
@@ -220,10 +218,10 @@ impl Breaker {
         })
     }
 
-    fn refuse(&self, retry_in: Duration) -> Refused {
+    fn refuse(&self, inner: &Inner, retry_in: Duration) -> Refused {
         self.refused.fetch_add(1, Ordering::Relaxed);
         Refused {
-            reason: self.lock().reason.clone(),
+            reason: inner.reason.clone(),
             retry_in,
         }
     }

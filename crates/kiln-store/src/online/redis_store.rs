@@ -368,12 +368,6 @@ pub fn expire_at_ms(event_ts_micros: i64, ttl_seconds: u64, now_ms: i64) -> i64 
     (event_ts_micros / 1_000).max(now_ms).saturating_add(ttl_ms)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl OnlineStore for RedisStore {
     fn write_batch<'a>(
         &'a self,
@@ -384,7 +378,7 @@ impl OnlineStore for RedisStore {
             if rows.is_empty() {
                 return Ok(WriteSummary::default());
             }
-            let now = now_ms();
+            let now = kiln_core::time::now_micros() / 1_000;
             let total = rows.len() as u64;
             let args: Vec<(Vec<u8>, Vec<u8>, i64)> = rows
                 .into_iter()

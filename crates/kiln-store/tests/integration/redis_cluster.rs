@@ -114,8 +114,7 @@ pub async fn wait_for(port: u16) -> redis::aio::MultiplexedConnection {
     loop {
         match client.get_multiplexed_async_connection().await {
             Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("redis-server on {port} did not start: {e}"),
