@@ -4,7 +4,7 @@
 /// (a JSON path, a LightGBM line) and what was expected there.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model format {0:?} (expected xgboost, lightgbm, onnx or pipeline)")]
+    #[error("unknown model format {0:?} (expected xgboost, lightgbm, onnx, pipeline or remote)")]
     UnknownFormat(String),
 
     /// The file is not a model of the format, or a field is malformed.

@@ -14,6 +14,7 @@ mod lightgbm;
 mod objective;
 mod onnx;
 pub mod pipeline;
+pub mod remote;
 mod xgboost;
 
 use std::fmt;
@@ -38,6 +39,8 @@ pub enum Format {
     Pipeline,
     /// An ONNX graph (`.onnx`) as skl2onnx / onnxmltools export tabular models.
     Onnx,
+    /// A model served elsewhere over HTTP, described by a TOML file ([`remote`]).
+    Remote,
 }
 
 impl fmt::Display for Format {
@@ -47,6 +50,7 @@ impl fmt::Display for Format {
             Format::Lightgbm => "lightgbm",
             Format::Pipeline => "pipeline",
             Format::Onnx => "onnx",
+            Format::Remote => "remote",
         })
     }
 }
@@ -60,6 +64,7 @@ impl FromStr for Format {
             "lightgbm" | "lgbm" | "lgb" => Ok(Format::Lightgbm),
             "pipeline" => Ok(Format::Pipeline),
             "onnx" => Ok(Format::Onnx),
+            "remote" => Ok(Format::Remote),
             other => Err(ModelError::UnknownFormat(other.to_string())),
         }
     }
@@ -167,5 +172,6 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Box<dyn Model>, ModelError> 
         Format::Lightgbm => Box::new(LightGbmModel::from_text(bytes)?),
         Format::Pipeline => Box::new(PipelineModel::from_bundle(bytes)?),
         Format::Onnx => Box::new(OnnxModel::from_bytes(bytes)?),
+        Format::Remote => Box::new(remote::RemoteSpec::parse(bytes)?),
     })
 }

@@ -50,8 +50,9 @@ pub enum ModelsCmd {
 #[derive(clap::Args)]
 pub struct RegisterArgs {
     pub name: String,
-    /// The model file (XGBoost JSON, LightGBM text or ONNX), or a pipeline definition (TOML)
-    /// with --format pipeline: its member files are bundled into the artifact.
+    /// The model file (XGBoost JSON, LightGBM text or ONNX), a pipeline definition (TOML)
+    /// with --format pipeline (its member files are bundled into the artifact), or a remote
+    /// model's descriptor (TOML: url, protocol) with --format remote.
     #[arg(long)]
     pub path: PathBuf,
     #[arg(long)]
@@ -282,7 +283,6 @@ async fn register(
     let model = kiln_models::load(format, &bytes)
         .with_context(|| format!("{} does not load as a {format} model", a.path.display()))?;
     let info = model.info();
-    let n = info.n_features();
 
     let service_inputs = match &a.feature_service {
         Some(s) => {
@@ -308,6 +308,16 @@ async fn register(
             Some(names)
         }
         None => None,
+    };
+    // A remote model's descriptor may leave its inputs to the flags.
+    let n = match (&service_inputs, info.feature_names.is_empty()) {
+        (_, false) => info.n_features(),
+        (_, true) if !a.features.is_empty() => a.features.len(),
+        (Some(names), true) => names.len(),
+        (None, true) => anyhow::bail!(
+            "{} does not list the model's inputs; give them with --features a,b,c or --feature-service S",
+            a.path.display()
+        ),
     };
     let inputs: Vec<String> = if !a.features.is_empty() {
         if a.features.len() != n {
@@ -373,6 +383,7 @@ async fn register(
         Format::Lightgbm => "txt",
         Format::Pipeline => "kiln.json",
         Format::Onnx => "onnx",
+        Format::Remote => "remote.toml",
     };
     let reference = match &a.reference {
         Some(path) => {
