@@ -24,3 +24,15 @@ pub mod window;
 pub use bus::{EventBus, Subscription};
 pub use error::{MonitorError, Side};
 pub use events::{Event, PredictionEvent};
+
+/// An HTTP client (alert webhooks, remote models): reqwest over rustls with *ring* (as
+/// kiln-store's S3 client), certificates checked against the platform's roots.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a default crypto provider; install ring's for the process. An
+    // Err means one is installed already (kiln-store's S3 client installs the same), which
+    // serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

@@ -65,10 +65,12 @@ pub struct Scored {
     pub compute_time: Duration,
     /// Rows in the batch this request was scored in.
     pub batch_rows: usize,
+    /// Set when the model did not answer and its fallback chain did.
+    pub fallback: Option<crate::resilience::FallbackUsed>,
 }
 
 struct Job {
-    rows: Vec<f64>,
+    rows: Arc<Vec<f64>>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Scored, InferError>>,
     spans: JobSpans,
@@ -114,7 +116,7 @@ impl Batcher {
     }
 
     /// Queues `rows` (whole rows of the model's inputs) and waits for their outputs.
-    pub async fn submit(&self, rows: Vec<f64>) -> Result<Scored, InferError> {
+    pub async fn submit(&self, rows: Arc<Vec<f64>>) -> Result<Scored, InferError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             rows,
@@ -299,6 +301,7 @@ fn score_batch(
                 queue_time: started - job.enqueued,
                 compute_time,
                 batch_rows,
+                fallback: None,
             }));
         }
         Ok(out) => {
@@ -310,6 +313,7 @@ fn score_batch(
                     queue_time: started - job.enqueued,
                     compute_time,
                     batch_rows,
+                    fallback: None,
                 }));
                 at += len;
             }
@@ -396,7 +400,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let n = 1 + i % 3;
                 let rows: Vec<f64> = (0..n).flat_map(|r| [f64::from(i), f64::from(r)]).collect();
-                let scored = b.submit(rows).await.expect("ok");
+                let scored = b.submit(Arc::new(rows)).await.expect("ok");
                 let want: Vec<f64> = (0..n).map(|r| f64::from(i) + f64::from(r)).collect();
                 assert_eq!(scored.values, want, "request {i}");
                 assert!(scored.batch_rows <= 8);
@@ -427,7 +431,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let b = batcher.clone();
-            tasks.push(tokio::spawn(async move { b.submit(vec![1.0, 2.0]).await }));
+            tasks.push(tokio::spawn(async move {
+                b.submit(Arc::new(vec![1.0, 2.0])).await
+            }));
         }
         let mut overloaded = 0;
         let mut ok = 0;
@@ -476,10 +482,10 @@ mod tests {
                 .expect("runtime");
             rt.block_on(async {
                 let a = batcher
-                    .submit(vec![1.0, 2.0])
+                    .submit(Arc::new(vec![1.0, 2.0]))
                     .instrument(crate::trace::inference_span(Protocol::Rest));
                 let b = batcher
-                    .submit(vec![3.0, 4.0])
+                    .submit(Arc::new(vec![3.0, 4.0]))
                     .instrument(crate::trace::inference_span(Protocol::Grpc));
                 let (a, b) = tokio::join!(a, b);
                 assert_eq!(a.expect("scored").batch_rows, 2);
@@ -548,7 +554,11 @@ mod tests {
             BatchMetrics::noop(),
         );
         assert_eq!(
-            batcher.submit(vec![1.0, 1.0]).await.expect("ok").values,
+            batcher
+                .submit(Arc::new(vec![1.0, 1.0]))
+                .await
+                .expect("ok")
+                .values,
             [2.0]
         );
         drop(batcher);

@@ -125,7 +125,8 @@ impl From<crate::inference::InferError> for OipError {
             E::Overloaded { retry_after, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
             }
-            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::Unavailable(_) | E::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, None),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         OipError {
@@ -208,7 +209,8 @@ impl From<crate::inference::InferError> for tonic::Status {
                 }
                 s
             }
-            E::Unavailable(m) => tonic::Status::unavailable(m),
+            E::Unavailable(m) | E::CircuitOpen(m) => tonic::Status::unavailable(m),
+            E::Timeout(m) => tonic::Status::deadline_exceeded(m),
             E::Internal(m) => tonic::Status::internal(m),
         }
     }

@@ -191,11 +191,30 @@ impl GrpcInferenceService for Grpc {
                 ..Default::default()
             });
         }
+        // An answer from the fallback chain says so, as the REST response does.
+        let parameters = resp
+            .fallback
+            .into_iter()
+            .flat_map(|f| {
+                [
+                    ("kiln_fallback", f.source),
+                    ("kiln_fallback_reason", f.reason),
+                ]
+            })
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    InferParameter {
+                        parameter_choice: Some(infer_parameter::ParameterChoice::StringParam(v)),
+                    },
+                )
+            })
+            .collect();
         Ok(Response::new(ModelInferResponse {
             model_name: resp.model_name,
             model_version: resp.model_version,
             id: resp.id.unwrap_or_default(),
-            parameters: Default::default(),
+            parameters,
             outputs: vec![output],
             raw_output_contents,
         }))

@@ -13,9 +13,15 @@ use kiln_models::{Format, Model};
 use kiln_registry::ModelState;
 use kiln_store::artifacts::{ArtifactStore, sha256_hex};
 use tokio::sync::OnceCell;
+use tower::ServiceExt;
 
 use crate::batching::{BatchConfig, Batcher, Scored};
 use crate::metrics::{ModelLabels, ServeMetrics};
+use crate::resilience::fallback::{LastGood, falls_back};
+use crate::resilience::policy::Stack;
+use crate::resilience::{
+    Breaker, Fallback, FallbackUsed, ModelPolicy, RetryBudget, ScoreCall, ScoreService,
+};
 
 /// Why an inference request failed; each maps to one status in one place (`error.rs`).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +36,12 @@ pub enum InferError {
     /// The model was unloaded through the repository extension.
     #[error("{0}")]
     NotReady(String),
+    /// No answer within the model's timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// The model's circuit breaker is open: it was not called.
+    #[error("{0}")]
+    CircuitOpen(String),
     /// The model's queue is full: retry later.
     #[error("{message}")]
     Overloaded {
@@ -40,20 +52,50 @@ pub enum InferError {
     Internal(String),
 }
 
-/// A model version in memory, with its batching actor.
+impl InferError {
+    /// The same error with `more` appended to its message.
+    pub fn annotated(self, more: &str) -> InferError {
+        match self {
+            InferError::NotFound(m) => InferError::NotFound(m + more),
+            InferError::BadRequest(m) => InferError::BadRequest(m + more),
+            InferError::Unavailable(m) => InferError::Unavailable(m + more),
+            InferError::NotReady(m) => InferError::NotReady(m + more),
+            InferError::Timeout(m) => InferError::Timeout(m + more),
+            InferError::CircuitOpen(m) => InferError::CircuitOpen(m + more),
+            InferError::Overloaded {
+                message,
+                retry_after,
+            } => InferError::Overloaded {
+                message: message + more,
+                retry_after,
+            },
+            InferError::Internal(m) => InferError::Internal(m + more),
+        }
+    }
+}
+
+/// A model version in memory: its engine (a batching actor over the loaded model, or a remote
+/// endpoint) inside the resilience stack its policy builds.
 pub struct LoadedModel {
     pub spec: ModelVersion,
-    pub model: Arc<dyn Model>,
     /// The spec's inputs and objective, shared with every monitoring event of this version.
     pub inputs: Arc<[String]>,
     pub objective: Arc<str>,
-    batcher: Batcher,
+    stack: Stack,
+    fallback: Vec<Fallback>,
+    /// The last good predictions, when the chain has a `cache` step.
+    last_good: Option<LastGood>,
 }
 
 impl LoadedModel {
-    /// Scores `rows` (row-major, the model's inputs in order) through the batching actor.
-    pub async fn score(&self, rows: Vec<f64>) -> Result<Scored, InferError> {
-        self.batcher.submit(rows).await
+    /// The version's circuit breaker, if its policy has one.
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.stack.breaker.as_ref()
+    }
+
+    /// The version's retry budget, if its policy retries.
+    pub fn retry_budget(&self) -> Option<&Arc<RetryBudget>> {
+        self.stack.budget.as_ref()
     }
 }
 
@@ -65,6 +107,8 @@ pub struct ModelHub {
     artifacts: Option<ArtifactStore>,
     batching: BatchConfig,
     model_batching: BTreeMap<String, BatchConfig>,
+    policy: ModelPolicy,
+    model_policy: BTreeMap<String, ModelPolicy>,
     metrics: Arc<ServeMetrics>,
     loaded: Mutex<HashMap<(String, u32), Slot>>,
     /// Models unloaded through the repository extension: not served until loaded again.
@@ -91,12 +135,16 @@ impl ModelHub {
         artifacts: Option<ArtifactStore>,
         batching: BatchConfig,
         model_batching: BTreeMap<String, BatchConfig>,
+        policy: ModelPolicy,
+        model_policy: BTreeMap<String, ModelPolicy>,
         metrics: Arc<ServeMetrics>,
     ) -> ModelHub {
         ModelHub {
             artifacts,
             batching,
             model_batching,
+            policy,
+            model_policy,
             metrics,
             loaded: Mutex::new(HashMap::new()),
             unloaded: Mutex::new(BTreeSet::new()),
@@ -202,30 +250,173 @@ impl ModelHub {
             .format
             .parse()
             .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
-        let model = tokio::task::spawn_blocking(move || kiln_models::load(format, &bytes))
-            .await
-            .map_err(|e| InferError::Internal(format!("{what}: loading failed: {e}")))?
-            .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
-        let model: Arc<dyn Model> = Arc::from(model);
-        let batching = *self
-            .model_batching
-            .get(&spec.name)
-            .unwrap_or(&self.batching);
-        let batcher = Batcher::start(
-            model.clone(),
-            what.clone(),
-            batching,
-            self.metrics
-                .batch_handles(&ModelLabels::new(&spec.name, spec.version)),
-        );
+        let policy = self.model_policy.get(&spec.name).unwrap_or(&self.policy);
+        let engine = match format {
+            Format::Remote => {
+                let remote = kiln_models::remote::RemoteSpec::parse(&bytes)
+                    .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
+                let remote = Arc::new(crate::remote::RemoteModel::new(
+                    remote,
+                    &what,
+                    spec.inputs.len(),
+                    spec.n_outputs,
+                )?);
+                ScoreService::new(tower::service_fn(move |call: ScoreCall| {
+                    let remote = remote.clone();
+                    async move { remote.score(&call.rows).await }
+                }))
+            }
+            _ => {
+                let model = tokio::task::spawn_blocking(move || kiln_models::load(format, &bytes))
+                    .await
+                    .map_err(|e| InferError::Internal(format!("{what}: loading failed: {e}")))?
+                    .map_err(|e| InferError::Unavailable(format!("{what}: {e}")))?;
+                let model: Arc<dyn Model> = Arc::from(model);
+                let batching = *self
+                    .model_batching
+                    .get(&spec.name)
+                    .unwrap_or(&self.batching);
+                let batcher = Arc::new(Batcher::start(
+                    model,
+                    what.clone(),
+                    batching,
+                    self.metrics
+                        .batch_handles(&ModelLabels::new(&spec.name, spec.version)),
+                ));
+                ScoreService::new(tower::service_fn(move |call: ScoreCall| {
+                    let batcher = batcher.clone();
+                    async move { batcher.submit(call.rows).await }
+                }))
+            }
+        };
+        let last_good = policy
+            .fallback
+            .contains(&Fallback::Cache)
+            .then(|| LastGood::new(policy.cache_rows, spec.inputs.len(), spec.n_outputs));
         tracing::info!(model = %what, "model loaded");
         Ok(Arc::new(LoadedModel {
             spec: spec.clone(),
             inputs: Arc::from(spec.inputs.clone()),
             objective: Arc::from(spec.objective.as_str()),
-            model,
-            batcher,
+            stack: policy.build(&what, engine),
+            fallback: policy.fallback.clone(),
+            last_good,
         }))
+    }
+
+    /// Scores whole rows with a loaded version through its resilience stack; when the version
+    /// cannot answer, its fallback chain may (the answer says so in [`Scored::fallback`]).
+    pub async fn score(
+        &self,
+        models: &BTreeMap<String, ModelState>,
+        model: &LoadedModel,
+        rows: Vec<f64>,
+    ) -> Result<Scored, InferError> {
+        let call = ScoreCall {
+            rows: Arc::new(rows),
+        };
+        let error = match model.stack.service.clone().oneshot(call.clone()).await {
+            Ok(scored) => {
+                if let Some(cache) = &model.last_good {
+                    cache.remember(&call.rows, &scored.values);
+                }
+                return Ok(scored);
+            }
+            Err(e) if model.fallback.is_empty() || !falls_back(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let reason = error.to_string();
+        let mut tried = Vec::new();
+        for step in &model.fallback {
+            let answered = match step {
+                Fallback::Cache => {
+                    match model.last_good.as_ref().and_then(|c| c.recall(&call.rows)) {
+                        Some(values) => Ok(("cache".to_string(), values)),
+                        None => Err("cache: not every row has a prediction yet".to_string()),
+                    }
+                }
+                Fallback::Value(v) if v.len() == model.spec.n_outputs => {
+                    let n = call.rows.len() / model.spec.inputs.len().max(1);
+                    Ok(("value".to_string(), v.repeat(n)))
+                }
+                Fallback::Value(v) => Err(format!(
+                    "value: {} values given, the model has {} outputs",
+                    v.len(),
+                    model.spec.n_outputs
+                )),
+                Fallback::Model(name) => self
+                    .score_fallback_model(models, model, name, &call)
+                    .await
+                    .map_err(|e| format!("model {name}: {e}")),
+            };
+            match answered {
+                Ok((source, values)) => {
+                    let used = FallbackUsed {
+                        source,
+                        reason: reason.clone(),
+                    };
+                    self.metrics.fallback(
+                        &ModelLabels::new(&model.spec.name, model.spec.version),
+                        used.kind(),
+                    );
+                    tracing::warn!(model = %model.spec.name, version = model.spec.version, fallback = %used.source, reason = %used.reason, "answered by a fallback");
+                    return Ok(Scored {
+                        batch_rows: call.rows.len() / model.spec.inputs.len().max(1),
+                        values,
+                        queue_time: Duration::ZERO,
+                        compute_time: Duration::ZERO,
+                        fallback: Some(used),
+                    });
+                }
+                Err(why) => tried.push(why),
+            }
+        }
+        Err(error.annotated(&format!("; no fallback answered ({})", tried.join("; "))))
+    }
+
+    /// A fallback model's answer: its default version, through its own stack (not its own
+    /// fallbacks), if it takes the same inputs.
+    async fn score_fallback_model(
+        &self,
+        models: &BTreeMap<String, ModelState>,
+        primary: &LoadedModel,
+        name: &str,
+        call: &ScoreCall,
+    ) -> Result<(String, Vec<f64>), InferError> {
+        let spec = Self::pick(models, name, None)?;
+        if spec.inputs != primary.spec.inputs || spec.n_outputs != primary.spec.n_outputs {
+            return Err(InferError::BadRequest(format!(
+                "{name}@v{} takes {} and gives {} outputs; {}@v{} takes {} and gives {}",
+                spec.version,
+                spec.inputs.join(","),
+                spec.n_outputs,
+                primary.spec.name,
+                primary.spec.version,
+                primary.spec.inputs.join(","),
+                primary.spec.n_outputs
+            )));
+        }
+        let fallback = self.get(spec).await?;
+        let scored = fallback.stack.service.clone().oneshot(call.clone()).await?;
+        Ok((format!("model:{name}@v{}", spec.version), scored.values))
+    }
+
+    /// The circuit breakers of the loaded versions, for `/metrics`.
+    pub fn breakers(&self) -> Vec<Arc<Breaker>> {
+        self.loaded_models()
+            .iter()
+            .filter_map(|m| m.breaker().cloned())
+            .collect()
+    }
+
+    /// The versions loaded now.
+    pub fn loaded_models(&self) -> Vec<Arc<LoadedModel>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
     }
 
     /// Loads the versions that answer by default (production, else the latest), so the first

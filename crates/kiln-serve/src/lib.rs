@@ -35,6 +35,7 @@ pub mod monitor;
 mod oip;
 mod predict;
 mod push;
+mod remote;
 pub mod resilience;
 mod state;
 pub mod tensor;

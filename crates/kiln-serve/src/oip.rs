@@ -281,6 +281,9 @@ pub(crate) async fn infer(
     if let Some(id) = resp.id {
         head["id"] = Value::String(id);
     }
+    if let Some(f) = resp.fallback {
+        head["parameters"] = json!({ "kiln_fallback": f.source, "kiln_fallback_reason": f.reason });
+    }
     if !binary_out {
         return Ok(Json(head).into_response());
     }

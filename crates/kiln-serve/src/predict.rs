@@ -216,7 +216,7 @@ async fn predict_recorded(
     let monitor = state.monitor();
     let logged = monitor.wants_predictions().then(|| rows.clone());
     *rows_scored = Some(n);
-    let scored = model.score(rows).await?;
+    let scored = state.models().score(&snapshot.models, &model, rows).await?;
     state.metrics().scored(labels, &scored);
     let request_id = monitor.new_request_id();
     if let Some(features) = logged {
@@ -230,7 +230,7 @@ async fn predict_recorded(
             started,
         );
     }
-    let scores = scored.values;
+    let (scores, fallback) = (scored.values, scored.fallback);
     let scores: Vec<&[f64]> = scores.chunks(k.max(1)).collect();
     let mut out = json!({
         "request_id": request_id,
@@ -242,6 +242,9 @@ async fn predict_recorded(
     });
     if req.return_features {
         out["features"] = Value::Object(used);
+    }
+    if let Some(f) = fallback {
+        out["fallback"] = json!(f);
     }
     Ok(Json(out))
 }

@@ -25,6 +25,10 @@ pub struct ServeOptions {
     pub batching: BatchConfig,
     /// ...unless its model has its own settings here.
     pub model_batching: BTreeMap<String, BatchConfig>,
+    /// How each model version is called (timeout, retries, breaker, bulkhead, fallbacks)...
+    pub resilience: crate::resilience::ModelPolicy,
+    /// ...unless its model has its own policy here.
+    pub model_resilience: BTreeMap<String, crate::resilience::ModelPolicy>,
     /// Request bodies larger than this are refused with 413.
     pub max_request_bytes: usize,
     /// Prediction log, label feedback, performance.
@@ -43,6 +47,8 @@ impl Default for ServeOptions {
             artifacts: None,
             batching: BatchConfig::default(),
             model_batching: BTreeMap::new(),
+            resilience: crate::resilience::ModelPolicy::default(),
+            model_resilience: BTreeMap::new(),
             max_request_bytes: 64 << 20,
             monitor: MonitorOptions::default(),
             alerts: None,
@@ -121,6 +127,8 @@ impl ServeState {
                     options.artifacts,
                     options.batching,
                     options.model_batching,
+                    options.resilience,
+                    options.model_resilience,
                     metrics.clone(),
                 ),
                 metrics,

@@ -56,6 +56,8 @@ pub struct InferResponse {
     /// `[rows, outputs per row]`.
     pub shape: [usize; 2],
     pub data: Vec<f64>,
+    /// Set when the model's fallback chain answered.
+    pub fallback: Option<crate::resilience::FallbackUsed>,
 }
 
 /// A tensor's description in model metadata.
@@ -347,7 +349,10 @@ async fn infer_recorded(
     let (rows, n) = rows(&model, req.inputs)?;
     let monitor = state.monitor();
     let logged = monitor.wants_predictions().then(|| rows.clone());
-    let scored = model.score(rows).await?;
+    let scored = state
+        .models()
+        .score(&state.snapshot().models, &model, rows)
+        .await?;
     state.metrics().scored(labels, &scored);
     let mut id = req.id;
     if let Some(features) = logged {
@@ -369,6 +374,7 @@ async fn infer_recorded(
         id,
         shape: [n, model.spec.n_outputs],
         data: scored.values,
+        fallback: scored.fallback,
     })
 }
 

@@ -108,6 +108,15 @@ impl Project {
                 .keys()
                 .map(|m| (m.clone(), s.batching(Some(m))))
                 .collect(),
+            resilience: s
+                .resilience(None)
+                .map_err(|e| anyhow::anyhow!(e.join("; ")))?,
+            model_resilience: s
+                .models
+                .keys()
+                .map(|m| Ok((m.clone(), s.resilience(Some(m))?)))
+                .collect::<Result<_, Vec<String>>>()
+                .map_err(|e| anyhow::anyhow!(e.join("; ")))?,
             max_request_bytes: s.max_request_bytes,
             monitor: self.config.monitor.options(&self.dir)?,
             alerts: if self.config.alerts.rules.is_empty() {

@@ -85,17 +85,9 @@ impl std::fmt::Debug for Notifiers {
     }
 }
 
-/// An HTTP client for webhooks: reqwest over rustls with *ring* (as kiln-store's S3 client),
-/// certificates checked against the platform's roots.
+/// An HTTP client for webhooks.
 fn client() -> Result<reqwest::Client, AlertError> {
-    // reqwest is built without a default crypto provider; install ring's for the process. An
-    // Err means one is installed already (kiln-store's S3 client installs the same), which
-    // serves as well.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| AlertError::Client(e.to_string()))
+    crate::http_client().map_err(|e| AlertError::Client(e.to_string()))
 }
 
 impl Notifiers {

@@ -1,7 +1,7 @@
 //! Values read when `/metrics` is scraped rather than counted on the request path: the event
 //! bus's per-subscriber counts, the prediction log's and feedback's counters, model performance
-//! over the configured window, each feature view's materialization lag, and the circuit
-//! breakers' states.
+//! over the configured window, each feature view's materialization lag, the circuit
+//! breakers' states (the online store's and each loaded model version's) and model retries.
 
 use std::sync::atomic::Ordering;
 
@@ -14,13 +14,22 @@ use crate::ServeState;
 impl ServeMetrics {
     /// Brings the scraped values up to date.
     pub(crate) fn collect(&self, state: &ServeState) {
-        for b in state.breakers() {
+        let models = state.models().loaded_models();
+        let model_breakers = models.iter().filter_map(|m| m.breaker());
+        for b in state.breakers().iter().chain(model_breakers) {
             self.gauge(&CIRCUIT_STATE, &[b.name()])
                 .set(b.state().gauge());
             self.counter(&CIRCUIT_OPENED, &[b.name()])
                 .absolute(b.opened());
             self.counter(&CIRCUIT_REFUSED, &[b.name()])
                 .absolute(b.refused());
+        }
+        for m in &models {
+            if let Some(b) = m.retry_budget() {
+                let labels = [m.spec.name.as_str(), &m.spec.version.to_string()];
+                self.counter(&RETRIES, &labels).absolute(b.retried());
+                self.counter(&RETRIES_DENIED, &labels).absolute(b.denied());
+            }
         }
         let monitor = state.monitor();
         for s in monitor.bus().stats() {

@@ -35,7 +35,7 @@ pub const INFERENCE_REQUESTS: MetricDef = MetricDef {
     name: "kiln_inference_requests_total",
     kind: Kind::Counter,
     labels: &["model", "version", "protocol", "outcome"],
-    help: "Inference requests answered, by outcome (ok, client_error, overloaded, unavailable, error) and protocol (rest, grpc, predict).",
+    help: "Inference requests answered, by outcome (ok, client_error, overloaded, unavailable, timeout, error) and protocol (rest, grpc, predict).",
     buckets: &[],
 };
 pub const INFERENCE_DURATION: MetricDef = MetricDef {
@@ -341,12 +341,33 @@ pub const CIRCUIT_REFUSED: MetricDef = MetricDef {
     name: "kiln_circuit_refused_total",
     kind: Kind::Counter,
     labels: &["dependency"],
-    help: "Calls to a dependency refused by its open circuit breaker (answered 503 without calling it).",
+    help: "Calls to a dependency (the online store, or a model version as model:NAME@vN) refused by its open circuit breaker (answered 503 without calling it, or by a fallback).",
+    buckets: &[],
+};
+pub const FALLBACKS: MetricDef = MetricDef {
+    name: "kiln_fallback_total",
+    kind: Kind::Counter,
+    labels: &["model", "version", "source"],
+    help: "Inference calls a model version could not answer that its fallback chain answered, by what answered (cache, model, value).",
+    buckets: &[],
+};
+pub const RETRIES: MetricDef = MetricDef {
+    name: "kiln_retries_total",
+    kind: Kind::Counter,
+    labels: &["model", "version"],
+    help: "Retries of failed calls to a model version.",
+    buckets: &[],
+};
+pub const RETRIES_DENIED: MetricDef = MetricDef {
+    name: "kiln_retries_denied_total",
+    kind: Kind::Counter,
+    labels: &["model", "version"],
+    help: "Retries of a model version not made because its retry budget was spent.",
     buckets: &[],
 };
 
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 44] = [
+pub const ALL: [&MetricDef; 47] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -386,6 +407,9 @@ pub const ALL: [&MetricDef; 44] = [
     &CIRCUIT_STATE,
     &CIRCUIT_OPENED,
     &CIRCUIT_REFUSED,
+    &FALLBACKS,
+    &RETRIES,
+    &RETRIES_DENIED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

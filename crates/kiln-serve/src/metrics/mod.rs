@@ -57,6 +57,7 @@ pub enum Outcome {
     ClientError,
     Overloaded,
     Unavailable,
+    Timeout,
     Error,
 }
 
@@ -67,6 +68,7 @@ impl Outcome {
             Outcome::ClientError => "client_error",
             Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
+            Outcome::Timeout => "timeout",
             Outcome::Error => "error",
         }
     }
@@ -77,7 +79,8 @@ impl Outcome {
                 Outcome::ClientError
             }
             InferError::Overloaded { .. } => Outcome::Overloaded,
-            InferError::Unavailable(_) => Outcome::Unavailable,
+            InferError::Unavailable(_) | InferError::CircuitOpen(_) => Outcome::Unavailable,
+            InferError::Timeout(_) => Outcome::Timeout,
             InferError::Internal(_) => Outcome::Error,
         }
     }
@@ -88,6 +91,7 @@ impl Outcome {
         match status.as_u16() {
             429 => Outcome::Overloaded,
             503 => Outcome::Unavailable,
+            504 => Outcome::Timeout,
             400..=499 => Outcome::ClientError,
             500..=599 => Outcome::Error,
             _ => Outcome::Ok,
@@ -212,11 +216,21 @@ impl ServeMetrics {
 
     /// A request was scored: where its time went.
     pub fn scored(&self, m: &ModelLabels, scored: &Scored) {
+        if scored.fallback.is_some() {
+            // Not the model's queue or compute: it did not answer.
+            return;
+        }
         let labels = [m.model.as_str(), m.version.as_str()];
         self.histogram(&INFERENCE_QUEUE_DURATION, &labels)
             .record(scored.queue_time.as_secs_f64());
         self.histogram(&INFERENCE_COMPUTE_DURATION, &labels)
             .record(scored.compute_time.as_secs_f64());
+    }
+
+    /// Counts a call answered by a model version's fallback chain.
+    pub fn fallback(&self, m: &ModelLabels, source: &str) {
+        self.counter(&FALLBACKS, &[m.model.as_str(), m.version.as_str(), source])
+            .increment(1);
     }
 
     /// Counts a request as in flight until the returned guard is dropped.

@@ -121,7 +121,10 @@ impl Monitoring {
     /// Notes an answered inference request (for alert rules on latency and errors).
     pub fn answered(&self, model: &str, outcome: Outcome, elapsed: Duration) {
         if let Some(h) = &self.requests {
-            let failed = matches!(outcome, Outcome::Unavailable | Outcome::Error);
+            let failed = matches!(
+                outcome,
+                Outcome::Unavailable | Outcome::Timeout | Outcome::Error
+            );
             h.record(model, now_micros(), elapsed, failed);
         }
     }

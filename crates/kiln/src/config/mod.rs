@@ -13,10 +13,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod monitor;
+mod resilience;
 mod stream;
 
 pub use crate::telemetry::TracingConfig;
 pub use monitor::MonitorConfig;
+pub use resilience::{BreakerConfig, ResilienceConfig};
 pub use stream::StreamConfig;
 
 pub const CONFIG_FILE: &str = "kiln.toml";
@@ -140,110 +142,6 @@ pub struct OnlineStoreConfig {
     /// `kiln serve`'s circuit breaker in front of the store.
     #[serde(default)]
     pub breaker: BreakerConfig,
-}
-
-/// A circuit breaker (docs/configuration.md, "Circuit breaker").
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    #[serde(default = "breaker_enabled")]
-    pub enabled: bool,
-    /// Outcomes over this long decide whether it opens.
-    #[serde(default = "default_breaker_window")]
-    pub window: String,
-    /// ...once at least this many calls ended in the window...
-    #[serde(default = "default_breaker_min_calls")]
-    pub min_calls: u32,
-    /// ...and at least this share of them failed (0 < rate <= 1).
-    #[serde(default = "default_breaker_failure_rate")]
-    pub failure_rate: f64,
-    /// Calls are refused this long, then probed.
-    #[serde(default = "default_breaker_open_for")]
-    pub open_for: String,
-    /// Probes at once; this many successes close it again.
-    #[serde(default = "default_breaker_probes")]
-    pub probes: u32,
-}
-
-fn breaker_enabled() -> bool {
-    true
-}
-
-fn default_breaker_window() -> String {
-    "10s".into()
-}
-
-fn default_breaker_min_calls() -> u32 {
-    20
-}
-
-fn default_breaker_failure_rate() -> f64 {
-    0.5
-}
-
-fn default_breaker_open_for() -> String {
-    "5s".into()
-}
-
-fn default_breaker_probes() -> u32 {
-    3
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            enabled: breaker_enabled(),
-            window: default_breaker_window(),
-            min_calls: default_breaker_min_calls(),
-            failure_rate: default_breaker_failure_rate(),
-            open_for: default_breaker_open_for(),
-            probes: default_breaker_probes(),
-        }
-    }
-}
-
-impl BreakerConfig {
-    /// The breaker's settings (`None`: disabled); `at` names the section in errors.
-    pub fn settings(
-        &self,
-        at: &str,
-    ) -> Result<Option<kiln_serve::resilience::BreakerSettings>, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut duration = |key: &str, text: &str| match kiln_core::time::parse_duration(text) {
-            Ok(0) => {
-                errors.push(format!("{at}.{key}: must be at least 1s"));
-                std::time::Duration::ZERO
-            }
-            Ok(s) => std::time::Duration::from_secs(s),
-            Err(e) => {
-                errors.push(format!("{at}.{key}: {e}"));
-                std::time::Duration::ZERO
-            }
-        };
-        let window = duration("window", &self.window);
-        let open_for = duration("open_for", &self.open_for);
-        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
-            errors.push(format!(
-                "{at}.failure_rate {}: expected a share in (0, 1]",
-                self.failure_rate
-            ));
-        }
-        if self.min_calls == 0 || self.probes == 0 {
-            errors.push(format!("{at}.min_calls and probes must be at least 1"));
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(self
-            .enabled
-            .then_some(kiln_serve::resilience::BreakerSettings {
-                window,
-                min_calls: self.min_calls,
-                failure_rate: self.failure_rate,
-                open_for,
-                probes: self.probes,
-            }))
-    }
 }
 
 fn default_redis_timeout_ms() -> u64 {
@@ -378,7 +276,11 @@ pub struct ServeConfig {
     /// Scoring threads per model version.
     #[serde(default = "default_batch_workers")]
     pub batch_workers: usize,
-    /// Batching settings of one model (`[serve.models.NAME]`), over the ones above.
+    /// How every model is called: timeout, retries, breaker, bulkhead, fallbacks.
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
+    /// Batching and resilience settings of one model (`[serve.models.NAME]`), over the ones
+    /// above.
     #[serde(default)]
     pub models: BTreeMap<String, ModelServeConfig>,
 }
@@ -391,6 +293,9 @@ pub struct ModelServeConfig {
     pub max_queue_delay_us: Option<u64>,
     pub queue_capacity: Option<usize>,
     pub batch_workers: Option<usize>,
+    /// Over `[serve.resilience]`, field by field.
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
 }
 
 fn default_max_request_bytes() -> usize {
@@ -427,6 +332,7 @@ impl Default for ServeConfig {
             max_queue_delay_us: 0,
             queue_capacity: default_queue_capacity(),
             batch_workers: default_batch_workers(),
+            resilience: ResilienceConfig::default(),
             models: BTreeMap::new(),
         }
     }
@@ -446,6 +352,21 @@ impl ServeConfig {
             ),
             queue_capacity: own.queue_capacity.unwrap_or(self.queue_capacity),
             workers: own.batch_workers.unwrap_or(self.batch_workers),
+        }
+    }
+
+    /// How `model` is called (every model when `None`): its own resilience settings over the
+    /// server's, checked; errors name the setting.
+    pub fn resilience(
+        &self,
+        model: Option<&str>,
+    ) -> Result<kiln_serve::resilience::ModelPolicy, Vec<String>> {
+        match model.and_then(|m| self.models.get(m).map(|c| (m, c))) {
+            Some((m, own)) => own
+                .resilience
+                .over(&self.resilience)
+                .policy(&format!("serve.models.{m}.resilience")),
+            None => self.resilience.policy("serve.resilience"),
         }
     }
 }
@@ -550,6 +471,12 @@ impl Config {
         for (key, value) in counts {
             if value == 0 {
                 errors.push(format!("serve.{key}: must be at least 1"));
+            }
+        }
+        for model in std::iter::once(None).chain(self.serve.models.keys().map(|m| Some(m.as_str())))
+        {
+            if let Err(e) = self.serve.resilience(model) {
+                errors.extend(e);
             }
         }
         if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {

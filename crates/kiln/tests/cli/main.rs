@@ -19,6 +19,7 @@ mod monitoring;
 mod pipeline;
 #[cfg(feature = "redis")]
 mod redis;
+mod resilience;
 #[cfg(feature = "s3")]
 mod s3;
 mod serve;
