@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -114,12 +115,19 @@ pub(super) async fn session(c: &Connector, cfg: &NatsSource) -> Result<(), Strea
                 continue;
             }
             Ok(None) => return Err(fail("pulling messages", &"the server ended the pull")),
+            // A heartbeat missed while this process or the server was busy: the client asks
+            // again, and the durable consumer's position is unchanged, so nothing is lost.
+            Ok(Some(Err(e))) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                tracing::warn!(stream = %cfg.stream, "missed a JetStream heartbeat; pulling again");
+                continue;
+            }
             Ok(Some(m)) => m.map_err(|e| fail("pulling messages", &e))?,
         };
         let mut got = vec![first];
         while got.len() < c.opts.batch {
             // A zero timeout polls once: take what has already arrived, never wait.
             match tokio::time::timeout(Duration::ZERO, messages.next()).await {
+                Ok(Some(Err(e))) if e.kind() == MessagesErrorKind::MissingHeartbeat => break,
                 Ok(Some(m)) => got.push(m.map_err(|e| fail("pulling messages", &e))?),
                 _ => break,
             }
