@@ -105,6 +105,11 @@ pub fn router(state: ServeState) -> Router {
         .with_state(state.clone())
         // The same protocol over gRPC, on the same port (HTTP/2).
         .merge(grpc::router(state.clone()))
+        // Per-key rate limits (a pass-through when none are configured).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            resilience::ratelimit::limit,
+        ))
         // Every request, gRPC included, counted by route template and status.
         .layer(axum::middleware::from_fn_with_state(
             state,
@@ -134,11 +139,16 @@ async fn ready(
     }
 }
 
+/// How often rate-limit buckets of idle keys are forgotten.
+const RATE_LIMIT_GC: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for queued alert notifications.
 const ALERT_DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves until `shutdown` completes, then drains in-flight requests and flushes the prediction
-/// log, so every answered prediction is on disk, and delivers queued alert notifications.
+/// Serves until `shutdown` completes, then drains: readiness answers 503 for the configured
+/// delay while requests are still served (load balancers stop sending), the listener closes,
+/// requests in flight finish (for at most the drain timeout), the prediction log is flushed, so
+/// every answered prediction is on disk, and queued alert notifications are delivered.
 /// Registry changes are picked up every `refresh`.
 pub async fn serve(
     listener: TcpListener,
@@ -148,9 +158,49 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let refresher = state.spawn_refresher(refresh);
     let drift = monitor::drift::LiveDriftMonitor::spawn(state.clone());
-    let result = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let forget = state.rate_limits().is_some().then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RATE_LIMIT_GC).await;
+                if let Some(limits) = state.rate_limits() {
+                    limits.forget_idle();
+                }
+            }
+        })
+    });
+    let (delay, timeout) = state.drain_times();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.start_draining();
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_s = delay.as_secs(),
+                "draining: readiness is 503, still serving"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        let _ = closed_tx.send(());
+    };
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown);
+    let cut = async move {
+        if closed_rx.await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = cut => {
+            tracing::warn!(timeout_s = timeout.as_secs(), "requests still in flight after the drain timeout were cut");
+            Ok(())
+        }
+    };
+    if let Some(f) = forget {
+        f.abort();
+    }
     refresher.abort();
     if let Some(d) = drift {
         d.abort();

@@ -39,6 +39,13 @@ pub struct ServeOptions {
     pub push: Option<Arc<kiln_stream::push::PushHub>>,
     /// The circuit breakers guarding dependencies, for `/metrics`.
     pub breakers: Vec<Arc<crate::resilience::Breaker>>,
+    /// Per-key rate limits in front of every route but health and metrics.
+    pub rate_limit: Option<crate::resilience::RateLimitSettings>,
+    /// On shutdown, readiness answers 503 this long before the listener closes, so load
+    /// balancers stop sending first...
+    pub drain_delay: Duration,
+    /// ...then requests in flight get at most this long to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -54,6 +61,9 @@ impl Default for ServeOptions {
             alerts: None,
             push: None,
             breakers: Vec::new(),
+            rate_limit: None,
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +112,10 @@ pub(crate) struct Inner {
     max_request_bytes: usize,
     push: Option<Arc<kiln_stream::push::PushHub>>,
     breakers: Vec<Arc<crate::resilience::Breaker>>,
+    rate_limits: Option<crate::resilience::RateLimits>,
+    draining: std::sync::atomic::AtomicBool,
+    drain_delay: Duration,
+    drain_timeout: Duration,
 }
 
 impl ServeState {
@@ -137,6 +151,10 @@ impl ServeState {
                 max_request_bytes: options.max_request_bytes,
                 push: options.push,
                 breakers: options.breakers,
+                rate_limits: options.rate_limit.map(crate::resilience::RateLimits::new),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                drain_delay: options.drain_delay,
+                drain_timeout: options.drain_timeout,
             }),
         };
         if let Some(plan) = alerts {
@@ -201,6 +219,24 @@ impl ServeState {
         &self.inner.breakers
     }
 
+    /// The per-key rate limits, when configured.
+    pub fn rate_limits(&self) -> Option<&crate::resilience::RateLimits> {
+        self.inner.rate_limits.as_ref()
+    }
+
+    /// Shutdown has begun: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How long readiness is 503 before the listener closes, and how long in-flight requests
+    /// then get.
+    pub fn drain_times(&self) -> (Duration, Duration) {
+        (self.inner.drain_delay, self.inner.drain_timeout)
+    }
+
     pub fn max_request_bytes(&self) -> usize {
         self.inner.max_request_bytes
     }
@@ -259,6 +295,13 @@ impl ServeState {
     }
 
     pub(crate) async fn check_ready(&self) -> Result<String, String> {
+        if self
+            .inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err("draining: the server is shutting down".to_string());
+        }
         let snapshot = self.snapshot();
         // A read of a key that cannot exist proves the store answers.
         self.store()

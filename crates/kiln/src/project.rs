@@ -135,6 +135,18 @@ impl Project {
             },
             push: None,
             breakers: Vec::new(),
+            rate_limit: s
+                .rate_limit
+                .as_ref()
+                .map(|r| r.settings("serve.rate_limit"))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e.join("; ")))?,
+            drain_delay: std::time::Duration::from_secs(kiln_core::time::parse_duration(
+                &s.drain_delay,
+            )?),
+            drain_timeout: std::time::Duration::from_secs(kiln_core::time::parse_duration(
+                &s.drain_timeout,
+            )?),
         })
     }
 

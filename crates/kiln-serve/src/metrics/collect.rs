@@ -31,6 +31,9 @@ impl ServeMetrics {
                 self.counter(&RETRIES_DENIED, &labels).absolute(b.denied());
             }
         }
+        if let Some(limits) = state.rate_limits() {
+            self.counter(&RATE_LIMITED, &[]).absolute(limits.limited());
+        }
         let monitor = state.monitor();
         for s in monitor.bus().stats() {
             self.counter(&EVENTS_DELIVERED, &[s.name])

@@ -365,9 +365,16 @@ pub const RETRIES_DENIED: MetricDef = MetricDef {
     help: "Retries of a model version not made because its retry budget was spent.",
     buckets: &[],
 };
+pub const RATE_LIMITED: MetricDef = MetricDef {
+    name: "kiln_rate_limited_total",
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Requests refused with 429 because their API key (or tenant) was over its rate limit.",
+    buckets: &[],
+};
 
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 47] = [
+pub const ALL: [&MetricDef; 48] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -410,6 +417,7 @@ pub const ALL: [&MetricDef; 47] = [
     &FALLBACKS,
     &RETRIES,
     &RETRIES_DENIED,
+    &RATE_LIMITED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

@@ -15,6 +15,8 @@
 //! and, around the stack, the model's fallback chain ([`fallback`]): the last good prediction
 //! for the same rows, another model, a fixed value, and only then the error.
 //!
+//! In front of every route, [`ratelimit`] gives each API key (or tenant) its own rate.
+//!
 //! Every service in the stack is always ready: back-pressure is the bulkhead's explicit 429,
 //! never a `poll_ready` that parks the caller.
 
@@ -23,6 +25,7 @@ pub mod bulkhead;
 pub mod circuit;
 pub mod fallback;
 pub mod policy;
+pub mod ratelimit;
 pub mod retry;
 mod store;
 #[cfg(test)]
@@ -35,6 +38,7 @@ pub use breaker::{Breaker, BreakerSettings, BreakerState, Refused};
 pub use bulkhead::BulkheadSettings;
 pub use fallback::{Fallback, FallbackUsed};
 pub use policy::ModelPolicy;
+pub use ratelimit::{Rate, RateLimitSettings, RateLimits};
 pub use retry::{RetryBudget, RetrySettings};
 pub use store::GuardedStore;
 

@@ -18,7 +18,7 @@ mod stream;
 
 pub use crate::telemetry::TracingConfig;
 pub use monitor::MonitorConfig;
-pub use resilience::{BreakerConfig, ResilienceConfig};
+pub use resilience::{BreakerConfig, RateLimitConfig, ResilienceConfig};
 pub use stream::StreamConfig;
 
 pub const CONFIG_FILE: &str = "kiln.toml";
@@ -279,6 +279,15 @@ pub struct ServeConfig {
     /// How every model is called: timeout, retries, breaker, bulkhead, fallbacks.
     #[serde(default)]
     pub resilience: ResilienceConfig,
+    /// Per-key rate limits (`[serve.rate_limit]`); none when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// On shutdown, readiness answers 503 this long before the listener closes.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: String,
+    /// Then requests in flight get at most this long to finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
     /// Batching and resilience settings of one model (`[serve.models.NAME]`), over the ones
     /// above.
     #[serde(default)]
@@ -314,6 +323,14 @@ fn default_batch_workers() -> usize {
     kiln_serve::BatchConfig::default().workers
 }
 
+fn default_drain_delay() -> String {
+    "0s".into()
+}
+
+fn default_drain_timeout() -> String {
+    "30s".into()
+}
+
 fn default_addr() -> String {
     "127.0.0.1:6566".into()
 }
@@ -333,6 +350,9 @@ impl Default for ServeConfig {
             queue_capacity: default_queue_capacity(),
             batch_workers: default_batch_workers(),
             resilience: ResilienceConfig::default(),
+            rate_limit: None,
+            drain_delay: default_drain_delay(),
+            drain_timeout: default_drain_timeout(),
             models: BTreeMap::new(),
         }
     }
@@ -477,6 +497,22 @@ impl Config {
         {
             if let Err(e) = self.serve.resilience(model) {
                 errors.extend(e);
+            }
+        }
+        if let Some(Err(e)) = self
+            .serve
+            .rate_limit
+            .as_ref()
+            .map(|r| r.settings("serve.rate_limit"))
+        {
+            errors.extend(e);
+        }
+        for (key, text) in [
+            ("drain_delay", &self.serve.drain_delay),
+            ("drain_timeout", &self.serve.drain_timeout),
+        ] {
+            if let Err(e) = kiln_core::time::parse_duration(text) {
+                errors.push(format!("serve.{key}: {e}"));
             }
         }
         if let Err(e) = kiln_core::time::parse_duration(&self.serve.registry_refresh) {

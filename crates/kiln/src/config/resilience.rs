@@ -239,6 +239,96 @@ impl ResilienceConfig {
     }
 }
 
+/// Per-key rate limits (`[serve.rate_limit]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The request header naming the caller.
+    #[serde(default = "default_rate_header")]
+    pub header: String,
+    /// Each key's requests per second...
+    pub per_second: u32,
+    /// ...and the burst above it (default: per_second).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Keys with their own rate: `keys.gold = { per_second = 1000 }`.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, KeyRate>,
+}
+
+/// One key's own rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRate {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_rate_header() -> String {
+    "x-api-key".into()
+}
+
+fn rate(
+    at: &str,
+    per_second: u32,
+    burst: Option<u32>,
+    errors: &mut Vec<String>,
+) -> Option<kiln_serve::resilience::Rate> {
+    use std::num::NonZeroU32;
+    let Some(per) = NonZeroU32::new(per_second) else {
+        errors.push(format!("{at}.per_second: must be at least 1"));
+        return None;
+    };
+    let Some(burst) = NonZeroU32::new(burst.unwrap_or(per_second)) else {
+        errors.push(format!("{at}.burst: must be at least 1"));
+        return None;
+    };
+    Some(kiln_serve::resilience::Rate {
+        per_second: per,
+        burst,
+    })
+}
+
+impl RateLimitConfig {
+    /// The limiter's settings; `at` names the table in errors.
+    pub fn settings(
+        &self,
+        at: &str,
+    ) -> Result<kiln_serve::resilience::RateLimitSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let header = kiln_serve::resilience::ratelimit::header_name(&self.header);
+        if header.is_none() {
+            errors.push(format!(
+                "{at}.header {:?}: not an HTTP header name",
+                self.header
+            ));
+        }
+        let default = rate(at, self.per_second, self.burst, &mut errors);
+        let mut keys = std::collections::BTreeMap::new();
+        for (k, r) in &self.keys {
+            if let Some(r) = rate(
+                &format!("{at}.keys.{k}"),
+                r.per_second,
+                r.burst,
+                &mut errors,
+            ) {
+                keys.insert(k.clone(), r);
+            }
+        }
+        match (header, default) {
+            (Some(header), Some(default)) if errors.is_empty() => {
+                Ok(kiln_serve::resilience::RateLimitSettings {
+                    header,
+                    default,
+                    keys,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -296,5 +386,31 @@ mod tests {
             .policy("serve.resilience")
             .expect_err("queue alone");
         assert!(e[0].contains("serve.resilience.max_queue"), "{e:?}");
+    }
+
+    #[test]
+    fn rate_limits_read_with_their_keys_and_bad_ones_are_named() {
+        let c: RateLimitConfig =
+            toml::from_str("per_second = 5\nkeys.gold = { per_second = 100, burst = 300 }")
+                .expect("parses");
+        let s = c.settings("serve.rate_limit").expect("valid");
+        assert_eq!(s.header.as_str(), "x-api-key");
+        assert_eq!((s.default.per_second.get(), s.default.burst.get()), (5, 5));
+        assert_eq!(s.keys["gold"].burst.get(), 300);
+        let bad: RateLimitConfig = toml::from_str(
+            "header = \"x key\"\nper_second = 0\nkeys.a = { per_second = 1, burst = 0 }",
+        )
+        .expect("parses");
+        let all = bad
+            .settings("serve.rate_limit")
+            .expect_err("invalid")
+            .join("\n");
+        for needle in [
+            "serve.rate_limit.header \"x key\"",
+            "serve.rate_limit.per_second",
+            "serve.rate_limit.keys.a.burst",
+        ] {
+            assert!(all.contains(needle), "{needle} not in:\n{all}");
+        }
     }
 }

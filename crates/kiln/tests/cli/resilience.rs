@@ -370,3 +370,113 @@ breaker = {{ enabled = false }}
         assert!(logged.contains_key(id), "{id} answered but not logged");
     }
 }
+
+/// POST an OIP request with an API key.
+fn infer_as(addr: &str, key: &str, model: &str, rows: &[[f64; 3]]) -> (u16, String, Value) {
+    let body = json!({"inputs": [{"name": "x", "shape": [rows.len(), 3], "datatype": "FP64", "data": rows}]});
+    let (status, head, body) = http_raw(
+        addr,
+        "POST",
+        &format!("/v2/models/{model}/infer"),
+        &[("Content-Type", "application/json"), ("x-api-key", key)],
+        body.to_string().as_bytes(),
+    );
+    let body = serde_json::from_slice(&body).expect("a JSON answer");
+    (status, head, body)
+}
+
+#[test]
+fn keys_are_rate_limited_apart_and_a_draining_server_finishes_what_it_started() {
+    let fake = FakeModel::start();
+    let p = init(&[]);
+    ok(p.run(&["apply"]));
+    p.write(
+        "remote.toml",
+        &format!("url = \"http://{}/v2/models/m/infer\"\n", fake.addr),
+    );
+    let remote = p.dir.join("remote.toml");
+    ok(p.run(&[
+        "models",
+        "register",
+        "slow",
+        "--path",
+        remote.to_str().expect("utf-8"),
+        "--format",
+        "remote",
+        "--features",
+        "a,b,c",
+    ]));
+    let config = p.read("kiln.toml");
+    p.write(
+        "kiln.toml",
+        &format!(
+            "{config}
+[serve.rate_limit]
+per_second = 1
+burst = 2
+keys.gold = {{ per_second = 100, burst = 100 }}
+
+[serve.models.slow.resilience]
+timeout_ms = 1500
+retries = 0
+fallback = [\"value:0.5\"]
+"
+        ),
+    );
+    let mut server = Server::start(&p.dir, &[("KILN__SERVE__DRAIN_DELAY", "2s")]);
+    let addr = server.addr.clone();
+    let row = [[1.0, 2.0, 3.0]];
+
+    // Each key has its own bucket: alice's third request in a row is refused, bob and the
+    // key with its own rate are not; health and metrics are never limited.
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| infer_as(&addr, "alice-key", "slow", &row).0)
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let (_, head, body) = infer_as(&addr, "alice-key", "slow", &row);
+    assert!(header(&head, "retry-after").is_some(), "{head}");
+    let message = body["error"].as_str().expect("error");
+    assert!(
+        message.contains("x-api-key alic…: 1 requests/s (burst 2)"),
+        "{message}"
+    );
+    assert_eq!(infer_as(&addr, "bob", "slow", &row).0, 200);
+    for _ in 0..5 {
+        let (status, _, body) = infer_as(&addr, "gold", "slow", &row);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outputs"][0]["data"], json!([6.0]));
+    }
+    assert_eq!(metric(&addr, "kiln_rate_limited_total"), Some(2.0));
+
+    // Shutdown while a request is in flight (the model hangs; its timeout and fallback answer
+    // it after 1.5 s): readiness turns 503 at once, the server keeps serving through the drain
+    // delay, and the request in flight is answered before the process exits.
+    fake.set(HANG);
+    let in_flight = {
+        let addr = addr.clone();
+        std::thread::spawn(move || infer_as(&addr, "gold", "slow", &[[1.0, 2.0, 3.0]]))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    terminate(&server.child);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, text) = http(&addr, "GET", "/ready", None);
+    assert_eq!(
+        (status, text.as_str()),
+        (503, "draining: the server is shutting down")
+    );
+    let (status, _) = http(&addr, "GET", "/v2", None);
+    assert_eq!(status, 200, "still serving while draining");
+    let (status, _, body) = in_flight.join().expect("the request in flight");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["parameters"]["kiln_fallback"],
+        json!("value"),
+        "{body}"
+    );
+    assert_eq!(body["outputs"][0]["data"], json!([0.5]));
+    let exit = server.child.wait().expect("kiln serve exits");
+    assert!(exit.success(), "{exit}");
+    let logged = logged_requests(&p.dir.join(".kiln/logs/predictions"));
+    let id = body["id"].as_str().expect("an id");
+    assert!(logged.contains_key(id), "the drained request was logged");
+}
