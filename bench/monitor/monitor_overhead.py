@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""What monitoring costs a served request: `kiln serve` with monitoring off, with the prediction
-log only, and with everything on (prediction log, label-feedback index, live drift windows: the
-defaults), same model, same request bytes, same load generator, same machine, same run.
+"""What a serving feature costs a served request, same model, same request bytes, same load
+generator, same machine, same run:
 
-    python3 bench/monitor/monitor_overhead.py [--kiln target/release/kiln] [--duration 10s] [--rounds 3]
+- `--suite monitor` (default): monitoring off, the prediction log only, and everything on
+  (prediction log, label-feedback index, live drift windows: the defaults);
+- `--suite resilience`: the model resilience stack off (no timeout, retries or breaker), on
+  (the defaults: timeout, retries within a budget, breaker), and full (plus a bulkhead and the
+  cache fallback's bookkeeping of every answer).
+
+    python3 bench/monitor/monitor_overhead.py [--suite monitor|resilience] [--kiln target/release/kiln] [--duration 10s] [--rounds 3]
 
 The three servers run one after another, in rotating order, `--rounds` times; each round loads
 each server with OIP JSON inference of 1 row and of 64 rows at 8 connections (`kiln bench http`,
 2 s warm-up discarded). Reports per configuration the median throughput, p50/p99 and server CPU
-per request over the rounds, and the ratios to "off". Writes bench/results/monitor_overhead.json.
+per request over the rounds, and the ratios to "off". Writes bench/results/SUITE_overhead.json.
 Reuses the helpers of bench/models/serve_compare.py. Not part of CI.
 """
 import argparse
@@ -22,19 +27,27 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
 from serve_compare import FIXTURES, ROOT, bodies, free_port, load, log, wait_ready  # noqa: E402
 
-CONFIGS = {
-    "off": "prediction_log = false\nfeedback = false\ndrift = false\n",
-    "log": "prediction_log = true\nfeedback = false\ndrift = false\n",
-    "all": "",  # the defaults: prediction log, feedback index and live drift windows
+# Per suite: the kiln.toml table the configurations set, and the configurations ("off" first).
+SUITES = {
+    "monitor": ("monitor", {
+        "off": "prediction_log = false\nfeedback = false\ndrift = false\n",
+        "log": "prediction_log = true\nfeedback = false\ndrift = false\n",
+        "all": "",  # the defaults: prediction log, feedback index and live drift windows
+    }),
+    "resilience": ("serve.resilience", {
+        "off": "timeout_ms = 0\nretries = 0\nbreaker = { enabled = false }\n",
+        "on": "",  # the defaults: timeout, retries within a budget, breaker
+        "full": "max_concurrency = 64\nfallback = [\"cache\"]\n",
+    }),
 }
 
 
-def project(kiln, work, name, monitor):
+def project(kiln, work, name, table, settings):
     path = os.path.join(work, name)
     run = lambda *a: subprocess.run([kiln, "--project", path, *a], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([kiln, "init", path], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(path, "kiln.toml"), "a") as f:
-        f.write("\n[monitor]\n" + monitor)
+        f.write(f"\n[{table}]\n" + settings)
     run("apply")
     run("models", "register", "ranker", "--path", os.path.join(FIXTURES, "driver_ranker.json"),
         "--format", "xgboost", "--feature-service", "driver_activity")
@@ -61,19 +74,21 @@ def measure(kiln, path, b, duration):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", choices=sorted(SUITES), default="monitor")
     ap.add_argument("--kiln", default=os.path.join(ROOT, "target", "release", "kiln"))
     ap.add_argument("--duration", default="10s")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
+    table, configs = SUITES[a.suite]
     with tempfile.TemporaryDirectory() as work:
         b = bodies(work)
-        paths = {name: project(a.kiln, work, name, m) for name, m in CONFIGS.items()}
-        runs = {name: [] for name in CONFIGS}
-        order = list(CONFIGS)
+        paths = {name: project(a.kiln, work, name, table, c) for name, c in configs.items()}
+        runs = {name: [] for name in configs}
+        order = list(configs)
         for r in range(a.rounds):
             for name in order[r % 3:] + order[:r % 3]:
-                log(f"round {r + 1}: monitoring {name}")
+                log(f"round {r + 1}: {a.suite} {name}")
                 runs[name].append(measure(a.kiln, paths[name], b, a.duration))
     summary = {}
     for name, rs in runs.items():
@@ -84,14 +99,14 @@ def main():
             }
             for case in ("1row", "64rows")
         }
-    for name in ("log", "all"):
+    for name in order[1:]:
         for case in ("1row", "64rows"):
             s, off = summary[name][case], summary["off"][case]
             s["throughput_vs_off"] = s["requests_per_second"] / off["requests_per_second"]
             s["cpu_vs_off"] = s["server_cpu_ms_per_request"] / off["server_cpu_ms_per_request"]
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "monitor_overhead.json"), "w") as f:
-        json.dump({"duration": a.duration, "rounds": a.rounds, "summary": summary, "runs": runs}, f, indent=1)
+    with open(os.path.join(a.out, f"{a.suite}_overhead.json"), "w") as f:
+        json.dump({"suite": a.suite, "duration": a.duration, "rounds": a.rounds, "summary": summary, "runs": runs}, f, indent=1)
     for name, cases in summary.items():
         for case, s in cases.items():
             extra = (f", {s['throughput_vs_off']:.3f}x throughput, {s['cpu_vs_off']:.3f}x CPU vs off"

@@ -1,16 +1,14 @@
-//! What the model resilience stack costs per call: one row scored through a model version's
-//! engine called bare (`off`), through the default stack (retry with its budget, breaker,
-//! timeout: `default`), and with a bulkhead too (`bulkhead`). Two engines: an immediate answer
-//! (the layers' own cost) and the XGBoost fixture behind its batching actor (the path a local
-//! model's request takes).
+//! What the model resilience stack itself costs per call: one row through an engine that answers
+//! at once, called bare (`off`), through the default stack (retry with its budget, breaker,
+//! timeout: `default`), and with a bulkhead too (`bulkhead`). The end-to-end effect on a served
+//! model is measured over HTTP with `kiln bench http` (BENCHMARKS.md).
 //!
 //! `cargo bench -p kiln-serve --bench resilience`
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_serve::batching::{BatchConfig, Batcher, Scored};
-use kiln_serve::metrics::{ModelLabels, ServeMetrics};
+use kiln_serve::batching::Scored;
 use kiln_serve::resilience::{BulkheadSettings, ModelPolicy, ScoreCall, ScoreService};
 use tower::ServiceExt;
 
@@ -27,26 +25,6 @@ fn immediate() -> ScoreService {
             batch_rows: 1,
             fallback: None,
         })
-    }))
-}
-
-fn xgboost() -> ScoreService {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../kiln-models/tests/fixtures/driver_ranker.json"
-    );
-    let bytes = std::fs::read(path).expect("the fixture model");
-    let model = kiln_models::load(kiln_models::Format::Xgboost, &bytes).expect("it loads");
-    let metrics = ServeMetrics::new();
-    let batcher = Arc::new(Batcher::start(
-        Arc::from(model),
-        "ranker@v1".into(),
-        BatchConfig::default(),
-        metrics.batch_handles(&ModelLabels::new("ranker", 1)),
-    ));
-    ScoreService::new(tower::service_fn(move |call: ScoreCall| {
-        let batcher = batcher.clone();
-        async move { batcher.submit(call.rows).await }
     }))
 }
 
@@ -82,9 +60,4 @@ fn run(bencher: divan::Bencher, engine: ScoreService, stack: &str) {
 #[divan::bench(args = ["off", "default", "bulkhead"])]
 fn immediate_engine(bencher: divan::Bencher, stack: &str) {
     run(bencher, immediate(), stack);
-}
-
-#[divan::bench(args = ["off", "default", "bulkhead"])]
-fn xgboost_batcher(bencher: divan::Bencher, stack: &str) {
-    run(bencher, xgboost(), stack);
 }
