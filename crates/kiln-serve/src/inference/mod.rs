@@ -304,15 +304,7 @@ impl ModelHub {
         }))
     }
 
-    /// The circuit breakers of the loaded versions, for `/metrics`.
-    pub fn breakers(&self) -> Vec<Arc<Breaker>> {
-        self.loaded_models()
-            .iter()
-            .filter_map(|m| m.breaker().cloned())
-            .collect()
-    }
-
-    /// The versions loaded now.
+    /// The versions loaded now (`/metrics` reads their breakers and retry budgets).
     pub fn loaded_models(&self) -> Vec<Arc<LoadedModel>> {
         self.loaded
             .lock()

@@ -37,6 +37,7 @@ impl ModelHub {
             Err(e) => e,
         };
         let reason = error.to_string();
+        let n = call.rows.len() / model.spec.inputs.len().max(1);
         let mut tried = Vec::new();
         for step in &model.fallback {
             let answered = match step {
@@ -47,7 +48,6 @@ impl ModelHub {
                     }
                 }
                 Fallback::Value(v) if v.len() == model.spec.n_outputs => {
-                    let n = call.rows.len() / model.spec.inputs.len().max(1);
                     Ok(("value".to_string(), v.repeat(n)))
                 }
                 Fallback::Value(v) => Err(format!(
@@ -72,7 +72,7 @@ impl ModelHub {
                     );
                     tracing::warn!(model = %model.spec.name, version = model.spec.version, fallback = %used.source, reason = %used.reason, "answered by a fallback");
                     return Ok(Scored {
-                        batch_rows: call.rows.len() / model.spec.inputs.len().max(1),
+                        batch_rows: n,
                         values,
                         queue_time: Duration::ZERO,
                         compute_time: Duration::ZERO,
