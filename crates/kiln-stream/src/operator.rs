@@ -60,6 +60,8 @@ pub struct ViewOperator {
     timers: BTreeMap<i64, Vec<u32>>,
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
+    /// The stream's time: the greatest event time applied or advanced to.
+    now: Micros,
 }
 
 impl ViewOperator {
@@ -77,6 +79,7 @@ impl ViewOperator {
             timers: BTreeMap::new(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
+            now: Micros::MIN,
         }
     }
 
@@ -119,6 +122,14 @@ impl ViewOperator {
             values: self.plan.slot_values(row),
         };
         let id = self.id(entity_key(&key_values));
+        // A late event can undo a change its key was due for by the stream's time (it joins a
+        // session that had ended): first let the key reach that time, as if the stream were
+        // advanced after every event, so that the key's time never depends on the batching.
+        if event.ts < self.now && self.scheduled[id as usize].is_some_and(|b| b <= bucket(self.now))
+        {
+            self.keys[id as usize].advance(&self.plan, self.now);
+        }
+        self.now = self.now.max(event.ts);
         self.keys[id as usize].insert(&self.plan, event);
         self.touch(id);
     }
@@ -157,8 +168,10 @@ impl ViewOperator {
         self.timers.entry(b).or_default().push(id);
     }
 
-    /// Lets events leave their windows up to the stream time `now`.
+    /// Lets events leave their windows up to the stream time `now` (after restoring a
+    /// checkpoint: its stream time).
     pub fn advance(&mut self, now: Micros) {
+        self.now = self.now.max(now);
         let later = self.timers.split_off(&(bucket(now) + 1));
         let due = std::mem::replace(&mut self.timers, later);
         for (b, ids) in due {

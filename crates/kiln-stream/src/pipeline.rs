@@ -134,6 +134,7 @@ impl SourceStream {
             for k in saved.keys {
                 op.restore(k.key, k.as_of, k.seq, k.events);
             }
+            op.advance(checkpoint.stream_time);
         }
         Ok(SourceStream {
             reader: LogReader::open(dir, checkpoint.offset)?,

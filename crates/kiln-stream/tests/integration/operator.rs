@@ -137,10 +137,12 @@ proptest! {
         let mut ts_col = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut online = Vec::new();
         // Each key's time is the latest moment up to the stream's time at which its values
-        // changed: one of its events, or one leaving a window (a session's end).
-        let now = events.iter().map(|e| e.ts).max().expect("events");
-        let expected_as_of = |card: i64| {
-            let mut ts: Vec<i64> = events.iter().filter(|e| e.card == card).map(|e| e.ts).collect();
+        // changed (one of its events, or one leaving a window: a session's end), as seen after
+        // any prefix of the stream: it never goes back, so a late event that continues a
+        // session which had ended by the stream's time leaves the key at that end (its values
+        // as of then include the event).
+        let latest = |card: i64, seen: &[Ev], now: i64| {
+            let mut ts: Vec<i64> = seen.iter().filter(|e| e.card == card).map(|e| e.ts).collect();
             ts.sort_unstable();
             let mut moments = ts.clone();
             for w in view.aggregations.iter().map(|a| a.window()) {
@@ -153,6 +155,16 @@ proptest! {
                 }
             }
             moments.into_iter().filter(|m| *m <= now).max()
+        };
+        let expected_as_of = |card: i64| {
+            let mut now = i64::MIN;
+            (0..events.len())
+                .map(|i| {
+                    now = now.max(events[i].ts);
+                    latest(card, &events[..=i], now)
+                })
+                .max()
+                .flatten()
         };
         for c in &cards {
             let (as_of, values) = op
