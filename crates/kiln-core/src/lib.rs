@@ -9,6 +9,7 @@
 //! Keeping these in one small crate with no I/O means the registry, the stores and the
 //! feature engine cannot disagree about what a feature value or a timestamp is.
 
+pub mod deploy;
 pub mod error;
 pub mod key;
 pub mod refs;

@@ -1,6 +1,7 @@
 //! The events the registry log records. Each is a fact about the past ("view X got version 3"),
 //! never an instruction, so replaying them always yields the same state.
 
+use kiln_core::deploy::Deployment;
 use kiln_core::spec::{
     EntitySpec, FeatureServiceSpec, Meta, ModelVersion, SourceSpec, Stage, ViewVersion,
 };
@@ -58,6 +59,13 @@ pub enum Event {
         version: u32,
         stage: Stage,
     },
+    /// A model's traffic was routed anew (`kiln deploy`, or a canary's verdict); `None`: back
+    /// to its production (else latest) version. `reason` says who or what decided.
+    ModelDeployed {
+        name: String,
+        deployment: Option<Deployment>,
+        reason: String,
+    },
     /// The rows of a view version with `start <= event time <= end` were written to the online
     /// store.
     Materialized {
@@ -85,6 +93,7 @@ impl Event {
             Event::Materialized { .. } => "materialized",
             Event::ModelVersionRegistered { .. } => "model_version_registered",
             Event::ModelStageChanged { .. } => "model_stage_changed",
+            Event::ModelDeployed { .. } => "model_deployed",
         }
     }
 
@@ -106,7 +115,8 @@ impl Event {
             | Event::SourceDeleted { name }
             | Event::ViewUpdated { name, .. }
             | Event::ViewDeleted { name }
-            | Event::ServiceDeleted { name } => name.clone(),
+            | Event::ServiceDeleted { name }
+            | Event::ModelDeployed { name, .. } => name.clone(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kiln_core::deploy::Deployment;
 use kiln_core::spec::{
     EntitySpec, FeatureServiceSpec, Meta, ModelVersion, SourceSpec, Stage, ViewVersion,
 };
@@ -22,12 +23,15 @@ pub struct State {
     pub models: BTreeMap<String, ModelState>,
 }
 
-/// A registered model: its versions, each with its stage.
+/// A registered model: its versions, each with its stage, and how its traffic is routed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelState {
     pub name: String,
     /// Version `n` at index `n - 1`.
     pub versions: Vec<ModelVersionState>,
+    /// The traffic split, when one was deployed; otherwise the production version (else the
+    /// latest) answers. Promoting a version to production ends the deployment.
+    pub deployment: Option<Deployment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +49,44 @@ impl ModelState {
     /// The version in production, if any.
     pub fn production(&self) -> Option<&ModelVersionState> {
         self.versions.iter().find(|v| v.stage == Stage::Production)
+    }
+
+    /// Whether `d` can route this model's traffic: every version it names exists and is not
+    /// archived, and all of them take the same inputs and give the same number of outputs
+    /// (a caller cannot tell which one answers).
+    pub fn check_deployment(&self, d: &Deployment) -> Result<(), String> {
+        let name = &self.name;
+        d.check()
+            .map_err(|e| format!("deployment of {name}: {e}"))?;
+        let mut first: Option<&ModelVersion> = None;
+        for n in d.versions() {
+            let v = self.version(n).ok_or_else(|| {
+                format!(
+                    "{name} has no version {n} (it has 1 to {})",
+                    self.versions.len()
+                )
+            })?;
+            if v.stage == Stage::Archived {
+                return Err(format!(
+                    "{name}@v{n} is archived; promote it to staging first to deploy it"
+                ));
+            }
+            match first {
+                None => first = Some(&v.spec),
+                Some(f) if f.inputs != v.spec.inputs || f.n_outputs != v.spec.n_outputs => {
+                    return Err(format!(
+                        "{name}@v{n} takes inputs [{}] and gives {} outputs, but {name}@v{} takes [{}] and gives {}: the versions of one deployment must be interchangeable",
+                        v.spec.inputs.join(", "),
+                        v.spec.n_outputs,
+                        f.version,
+                        f.inputs.join(", "),
+                        f.n_outputs
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     pub fn latest(&self) -> &ModelVersionState {
@@ -183,6 +225,7 @@ impl State {
                     .or_insert_with(|| ModelState {
                         name: version.name.clone(),
                         versions: Vec::new(),
+                        deployment: None,
                     });
                 let expected = model.versions.len() as u32 + 1;
                 if version.version != expected {
@@ -210,8 +253,10 @@ impl State {
                         "stage change of unknown version {name}@v{version}"
                     )));
                 }
-                // One production version at a time: promoting a version archives the previous one.
+                // One production version at a time: promoting a version archives the previous
+                // one, and ends any deployment (the promoted version takes the traffic).
                 if *stage == Stage::Production {
+                    model.deployment = None;
                     for v in model
                         .versions
                         .iter_mut()
@@ -221,6 +266,18 @@ impl State {
                     }
                 }
                 model.versions[*version as usize - 1].stage = *stage;
+            }
+            Event::ModelDeployed {
+                name, deployment, ..
+            } => {
+                let model = self
+                    .models
+                    .get_mut(name)
+                    .ok_or_else(|| corrupt(format!("deployment of unknown model {name}")))?;
+                if let Some(d) = deployment {
+                    model.check_deployment(d).map_err(corrupt)?;
+                }
+                model.deployment = deployment.clone();
             }
             Event::Materialized {
                 view,
@@ -439,6 +496,111 @@ mod tests {
         assert!(s.view_version("v", Some(3)).is_err());
         let m = s.views["v"].materialized[&2];
         assert_eq!((m.watermark, m.last_end, m.last_rows), (500, 300, 1));
+    }
+
+    fn model(version: u32, inputs: &[&str]) -> Event {
+        Event::ModelVersionRegistered {
+            version: ModelVersion {
+                name: "m".into(),
+                version,
+                format: "xgboost".into(),
+                artifact: format!("m/{version}"),
+                sha256: String::new(),
+                size_bytes: 0,
+                inputs: inputs.iter().map(|s| s.to_string()).collect(),
+                n_outputs: 1,
+                objective: "binary:logistic".into(),
+                feature_service: None,
+                metrics: Default::default(),
+                description: String::new(),
+                on_missing: Default::default(),
+                created_at: 0,
+                reference: None,
+            },
+        }
+    }
+
+    #[test]
+    fn deployments_replay_and_a_promotion_ends_them() {
+        use kiln_core::deploy::{Arm, Deployment, Sticky};
+        let split = Deployment {
+            arms: vec![
+                Arm {
+                    version: 1,
+                    weight: 9_000,
+                },
+                Arm {
+                    version: 2,
+                    weight: 1_000,
+                },
+            ],
+            sticky: Some(Sticky::Entity),
+            shadow: vec![3],
+        };
+        let deployed = |d: Option<Deployment>| Event::ModelDeployed {
+            name: "m".into(),
+            deployment: d,
+            reason: "test".into(),
+        };
+        let mut log: Vec<EventRecord> = (1..=3)
+            .map(|v| rec(v as i64, model(v, &["a", "b"])))
+            .collect();
+        log.push(rec(4, deployed(Some(split.clone()))));
+        let s = State::replay(&log).expect("valid");
+        assert_eq!(s.models["m"].deployment, Some(split.clone()));
+        log.push(rec(
+            5,
+            Event::ModelStageChanged {
+                name: "m".into(),
+                version: 2,
+                stage: Stage::Production,
+            },
+        ));
+        assert_eq!(
+            State::replay(&log).expect("valid").models["m"].deployment,
+            None
+        );
+
+        // Versions of one deployment take the same inputs; archived ones and unknown ones
+        // cannot be deployed.
+        let mut other = log[..3].to_vec();
+        other.push(rec(4, model(4, &["a", "c"])));
+        let s = State::replay(&other).expect("valid");
+        let m = &s.models["m"];
+        let mut d = split.clone();
+        d.shadow = vec![4];
+        assert!(
+            m.check_deployment(&d)
+                .expect_err("inputs")
+                .contains("interchangeable")
+        );
+        d.shadow = vec![7];
+        assert!(
+            m.check_deployment(&d)
+                .expect_err("unknown")
+                .contains("no version 7")
+        );
+        other.push(rec(5, deployed(Some(d))));
+        assert!(
+            State::replay(&other).is_err(),
+            "a corrupt deployment is refused"
+        );
+        let mut archived = log[..3].to_vec();
+        archived.push(rec(
+            4,
+            Event::ModelStageChanged {
+                name: "m".into(),
+                version: 3,
+                stage: Stage::Archived,
+            },
+        ));
+        let s = State::replay(&archived).expect("valid");
+        assert!(
+            s.models["m"]
+                .check_deployment(&split)
+                .expect_err("archived")
+                .contains("archived")
+        );
     }
 
     #[test]

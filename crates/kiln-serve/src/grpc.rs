@@ -173,8 +173,10 @@ impl GrpcInferenceService for Grpc {
         &self,
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        let headers = req.metadata().clone().into_headers();
         let (req, raw) = decode(req.into_inner())?;
-        let resp = tensor::infer(&self.state, req, crate::metrics::Protocol::Grpc).await?;
+        let resp =
+            tensor::infer(&self.state, req, crate::metrics::Protocol::Grpc, &headers).await?;
         let [n, k] = resp.shape;
         let mut output = model_infer_response::InferOutputTensor {
             name: tensor::OUTPUT.into(),

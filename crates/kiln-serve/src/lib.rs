@@ -37,6 +37,7 @@ mod predict;
 mod push;
 mod remote;
 pub mod resilience;
+pub mod rollout;
 mod state;
 pub mod tensor;
 pub mod trace;

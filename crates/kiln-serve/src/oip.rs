@@ -265,7 +265,7 @@ pub(crate) async fn infer(
     let body = body_or_413(&state, body)?;
     let (name, version) = name_version(params);
     let (req, binary_out) = decode(name, version, &headers, &body)?;
-    let resp = tensor::infer(&state, req, crate::metrics::Protocol::Rest).await?;
+    let resp = tensor::infer(&state, req, crate::metrics::Protocol::Rest, &headers).await?;
     let [n, k] = resp.shape;
     let mut output = json!({ "name": OUTPUT, "datatype": "FP64", "shape": [n, k] });
     if binary_out {

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use kiln_core::Value as V;
 use kiln_core::spec::MissingPolicy;
 use kiln_core::time::now_micros;
@@ -19,7 +20,6 @@ use tracing::Instrument;
 
 use crate::ServeState;
 use crate::error::OipError;
-use crate::inference::ModelHub;
 use crate::metrics::{ModelLabels, Outcome, Protocol};
 use crate::trace;
 
@@ -73,15 +73,24 @@ pub(crate) fn scalar_text(v: &Value) -> String {
 pub(crate) async fn predict(
     State(state): State<ServeState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, OipError> {
     let started = Instant::now();
     let span = trace::inference_span(Protocol::Predict);
     let mut labels = ModelLabels::default();
     let mut rows = None;
-    let result = predict_recorded(&state, &name, body, started, &mut labels, &mut rows)
-        .instrument(span.clone())
-        .await;
+    let result = predict_recorded(
+        &state,
+        &name,
+        &headers,
+        body,
+        started,
+        &mut labels,
+        &mut rows,
+    )
+    .instrument(span.clone())
+    .await;
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_status(e.status),
@@ -99,6 +108,7 @@ pub(crate) async fn predict(
 async fn predict_recorded(
     state: &ServeState,
     name: &str,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     started: Instant,
     labels: &mut ModelLabels,
@@ -108,7 +118,24 @@ async fn predict_recorded(
     let req: PredictRequest = serde_json::from_slice(&body)
         .map_err(|e| OipError::bad_request(format!("invalid predict request: {e}")))?;
     let snapshot = state.snapshot();
-    let spec = ModelHub::pick(&snapshot.models, name, req.version)?.clone();
+    // The request's entities are its caller key for a deployment sticky by entity.
+    let n_keys = req
+        .entities
+        .values()
+        .filter_map(Value::as_array)
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    let keys = entity_keys(&req.entities, n_keys);
+    let routed = crate::rollout::route(
+        &snapshot.models,
+        &snapshot.routers,
+        name,
+        req.version,
+        headers,
+        Some(&keys.join("\n")),
+    )?;
+    let spec = routed.spec;
     *labels = ModelLabels::new(&spec.name, spec.version);
     let _in_flight = state.metrics().in_flight(labels);
     let service = spec.feature_service.clone().ok_or_else(|| {
@@ -215,10 +242,11 @@ async fn predict_recorded(
     let k = spec.n_outputs;
     let monitor = state.monitor();
     let logged = monitor.wants_predictions().then(|| rows.clone());
+    let request_id = monitor.new_request_id();
+    crate::rollout::shadow::mirror(state, &routed.shadow, &rows, Some(&request_id), Some(&keys));
     *rows_scored = Some(n);
     let scored = state.models().score(&snapshot.models, &model, rows).await?;
     state.metrics().scored(labels, &scored);
-    let request_id = monitor.new_request_id();
     if let Some(features) = logged {
         monitor.predicted(
             &model,

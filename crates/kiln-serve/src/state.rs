@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub models: BTreeMap<String, ModelState>,
     /// Each live view's materialization watermark (its current version's), if materialized.
     pub materialized: BTreeMap<String, kiln_core::time::Micros>,
+    /// The models with a deployment, ready to route.
+    pub routers: BTreeMap<String, crate::rollout::Router>,
 }
 
 impl Snapshot {
@@ -81,6 +83,7 @@ impl Snapshot {
         Snapshot {
             catalog: Catalog::from_state(state),
             models: state.models.clone(),
+            routers: crate::rollout::routers(&state.models),
             materialized: state
                 .live_views()
                 .filter_map(|v| {
@@ -116,6 +119,7 @@ pub(crate) struct Inner {
     draining: std::sync::atomic::AtomicBool,
     drain_delay: Duration,
     drain_timeout: Duration,
+    shadow_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServeState {
@@ -155,6 +159,9 @@ impl ServeState {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 drain_delay: options.drain_delay,
                 drain_timeout: options.drain_timeout,
+                shadow_slots: Arc::new(tokio::sync::Semaphore::new(
+                    crate::rollout::shadow::MAX_IN_FLIGHT,
+                )),
             }),
         };
         if let Some(plan) = alerts {
@@ -193,6 +200,11 @@ impl ServeState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Permits for shadow calls in flight.
+    pub(crate) fn shadow_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.shadow_slots
     }
 
     pub fn models(&self) -> &ModelHub {

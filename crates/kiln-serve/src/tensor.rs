@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::HeaderMap;
 use tracing::Instrument;
 
 use crate::ServeState;
@@ -304,16 +305,18 @@ fn rows(model: &LoadedModel, inputs: Vec<InputTensor>) -> Result<(Vec<f64>, usiz
     Ok((rows, n))
 }
 
-/// Scores a decoded request, recording its outcome and timings under `protocol`.
+/// Scores a decoded request, recording its outcome and timings under `protocol`. The request's
+/// `headers` take part in routing (`rollout`).
 pub async fn infer(
     state: &ServeState,
     req: InferRequest,
     protocol: Protocol,
+    headers: &HeaderMap,
 ) -> Result<InferResponse, InferError> {
     let started = Instant::now();
     let span = trace::inference_span(protocol);
     let mut labels = ModelLabels::default();
-    let result = infer_recorded(state, req, protocol, started, &mut labels)
+    let result = infer_recorded(state, req, protocol, headers, started, &mut labels)
         .instrument(span.clone())
         .await;
     let outcome = match &result {
@@ -335,10 +338,20 @@ async fn infer_recorded(
     state: &ServeState,
     req: InferRequest,
     protocol: Protocol,
+    headers: &HeaderMap,
     started: Instant,
     labels: &mut ModelLabels,
 ) -> Result<InferResponse, InferError> {
-    let model = resolve(state, &req.model, req.version.as_deref()).await?;
+    let snapshot = state.snapshot();
+    let routed = crate::rollout::route(
+        &snapshot.models,
+        &snapshot.routers,
+        &req.model,
+        version_arg(req.version.as_deref())?,
+        headers,
+        None,
+    )?;
+    let model = state.models().get(&routed.spec).await?;
     *labels = ModelLabels::new(&model.spec.name, model.spec.version);
     let _in_flight = state.metrics().in_flight(labels);
     if let Some(o) = req.outputs.iter().find(|o| *o != OUTPUT) {
@@ -348,16 +361,16 @@ async fn infer_recorded(
     }
     let (rows, n) = rows(&model, req.inputs)?;
     let monitor = state.monitor();
-    let logged = monitor.wants_predictions().then(|| rows.clone());
-    let scored = state
-        .models()
-        .score(&state.snapshot().models, &model, rows)
-        .await?;
-    state.metrics().scored(labels, &scored);
     let mut id = req.id;
-    if let Some(features) = logged {
+    let logged = monitor.wants_predictions().then(|| rows.clone());
+    if logged.is_some() {
         // Every logged request has an id, so a label can be posted for it later.
-        let request_id = id.get_or_insert_with(|| monitor.new_request_id()).clone();
+        id.get_or_insert_with(|| monitor.new_request_id());
+    }
+    crate::rollout::shadow::mirror(state, &routed.shadow, &rows, id.as_deref(), None);
+    let scored = state.models().score(&snapshot.models, &model, rows).await?;
+    state.metrics().scored(labels, &scored);
+    if let (Some(features), Some(request_id)) = (logged, id.clone()) {
         monitor.predicted(
             &model,
             protocol,

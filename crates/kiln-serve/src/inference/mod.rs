@@ -314,18 +314,26 @@ impl ModelHub {
             .collect()
     }
 
-    /// Loads the versions that answer by default (production, else the latest), so the first
-    /// request after a start or a promotion does not wait for a load. Failures are logged;
+    /// Loads the versions that answer by default (a deployment's arms and shadows, else
+    /// production, else the latest), so the first request after a start, a promotion or a
+    /// routing change does not wait for a load. Failures are logged;
     /// requests for such a model get the load error.
     pub async fn preload(&self, models: &BTreeMap<String, ModelState>) {
-        for name in models.keys() {
+        for (name, model) in models {
             if self.is_unloaded(name) {
                 continue;
             }
-            if let Ok(spec) = Self::pick(models, name, None)
-                && let Err(e) = self.load_slot(spec).await
-            {
-                tracing::warn!(model = %name, error = %e, "model not loaded");
+            // A deployment's versions (arms and shadows), else the default version.
+            let versions: Vec<Option<u32>> = match &model.deployment {
+                Some(d) => d.versions().map(Some).collect(),
+                None => vec![None],
+            };
+            for v in versions {
+                if let Ok(spec) = Self::pick(models, name, v)
+                    && let Err(e) = self.load_slot(spec).await
+                {
+                    tracing::warn!(model = %name, error = %e, "model not loaded");
+                }
             }
         }
     }

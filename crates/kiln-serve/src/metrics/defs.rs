@@ -372,9 +372,16 @@ pub const RATE_LIMITED: MetricDef = MetricDef {
     help: "Requests refused with 429 because their API key (or tenant) was over its rate limit.",
     buckets: &[],
 };
+pub const SHADOW_DROPPED: MetricDef = MetricDef {
+    name: "kiln_shadow_dropped_total",
+    kind: Kind::Counter,
+    labels: &["model"],
+    help: "Copies of routed requests not sent to a shadow version because 64 shadow calls were already in flight (shadow calls themselves count in kiln_inference_requests_total with protocol=\"shadow\").",
+    buckets: &[],
+};
 
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 48] = [
+pub const ALL: [&MetricDef; 49] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -418,6 +425,7 @@ pub const ALL: [&MetricDef; 48] = [
     &RETRIES,
     &RETRIES_DENIED,
     &RATE_LIMITED,
+    &SHADOW_DROPPED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

@@ -38,6 +38,8 @@ pub enum Protocol {
     Rest,
     Grpc,
     Predict,
+    /// A copy of a routed request sent to a deployment's shadow version.
+    Shadow,
 }
 
 impl Protocol {
@@ -46,6 +48,7 @@ impl Protocol {
             Protocol::Rest => "rest",
             Protocol::Grpc => "grpc",
             Protocol::Predict => "predict",
+            Protocol::Shadow => "shadow",
         }
     }
 }
@@ -231,6 +234,11 @@ impl ServeMetrics {
     pub fn fallback(&self, m: &ModelLabels, source: &str) {
         self.counter(&FALLBACKS, &[m.model.as_str(), m.version.as_str(), source])
             .increment(1);
+    }
+
+    /// Counts a shadow copy not sent because too many were in flight.
+    pub fn shadow_dropped(&self, model: &str) {
+        self.counter(&SHADOW_DROPPED, &[model]).increment(1);
     }
 
     /// Counts a request as in flight until the returned guard is dropped.

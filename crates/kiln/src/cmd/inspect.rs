@@ -94,6 +94,14 @@ fn summary(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         Event::ModelStageChanged { stage, .. } => format!("stage {stage}"),
+        Event::ModelDeployed {
+            deployment, reason, ..
+        } => format!(
+            "{} ({reason})",
+            deployment
+                .as_ref()
+                .map_or("deployment cleared".into(), |d| d.split_text())
+        ),
         Event::ViewVersionCreated { version, .. } => format!(
             "{} features, ttl {}, source {}",
             version.features.len(),

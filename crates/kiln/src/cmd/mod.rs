@@ -6,6 +6,7 @@ mod bench_stream;
 mod consistency;
 mod dataset;
 mod demo;
+mod deploy;
 mod drift;
 mod drift_live;
 mod features;
@@ -82,6 +83,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Route a model's traffic between its versions: all to one, a weighted split, sticky by
+    /// caller, shadow copies; `kiln deploy status MODEL` shows the split and its history.
+    Deploy(deploy::DeployArgs),
     /// Compare an aggregated view's online values with a batch recomputation at the same
     /// times (exit status 2 with --fail-on-mismatch when any differ).
     Consistency(consistency::ConsistencyArgs),
@@ -136,6 +140,7 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(&ctx, a).await,
         Command::Features { cmd } => features::run(&ctx, cmd).await,
         Command::Models { cmd } => models::run(&ctx, cmd).await,
+        Command::Deploy(a) => deploy::run(&ctx, a).await,
         Command::Consistency(a) => consistency::run(&ctx, a).await,
         Command::Stream { cmd } => stream::run(&ctx, cmd).await,
         Command::Demo(a) => demo::run(&ctx, a).await,

@@ -224,6 +224,15 @@ async fn change_stage(
     stage: Stage,
 ) -> anyhow::Result<()> {
     let before = state.model_version(name, Some(version))?.stage;
+    let deployment = state.model(name)?.deployment.as_ref();
+    if let Some(d) =
+        deployment.filter(|d| stage == Stage::Archived && d.versions().any(|v| v == version))
+    {
+        anyhow::bail!(
+            "{name}@v{version} is deployed ({}); route its traffic elsewhere first (kiln deploy {name} ...)",
+            d.split_text()
+        );
+    }
     let previous = state
         .model(name)?
         .production()
@@ -247,6 +256,12 @@ async fn change_stage(
     println!("{name}@v{version}: {before} -> {stage}");
     if let (Stage::Production, Some(p)) = (stage, previous) {
         println!("{name}@v{p}: production -> archived");
+    }
+    if let (Stage::Production, Some(d)) = (stage, deployment) {
+        println!(
+            "{name}: deployment ended ({}); v{version} takes all traffic",
+            d.split_text()
+        );
     }
     Ok(())
 }

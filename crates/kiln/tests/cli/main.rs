@@ -9,6 +9,7 @@ mod brokers;
 mod common;
 mod dataset;
 mod definitions;
+mod deploy;
 mod drift;
 mod inference;
 mod live_drift;

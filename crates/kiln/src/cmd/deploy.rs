@@ -1,0 +1,341 @@
+//! `kiln deploy`: route a model's traffic between its versions (all to one, a weighted split,
+//! sticky by caller, shadow copies) and see where it stands. A deployment is registry data:
+//! every change is an event (with who or what decided, and why), and every `kiln serve`
+//! replica routes by it from its next registry refresh.
+
+use anyhow::Context;
+use kiln_core::deploy::{Arm, Deployment, FULL, Sticky, parse_percent};
+use kiln_core::spec::Stage;
+use kiln_core::time::format_timestamp;
+use kiln_registry::{Event, ModelState, Registry, State};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::output::{json, table};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    cmd: Option<DeployCmd>,
+    #[command(flatten)]
+    set: SetArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum DeployCmd {
+    /// Where a model's traffic goes now, and every routing change so far.
+    Status { model: String },
+    /// End a model's deployment: its production version (else its latest) takes all traffic.
+    Clear {
+        model: String,
+        /// Why (recorded with the event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct SetArgs {
+    /// The model whose traffic to route.
+    #[arg(required = true)]
+    model: Option<String>,
+    /// All traffic to this version.
+    #[arg(long, conflicts_with = "split")]
+    version: Option<u32>,
+    /// A weighted split between versions, e.g. `1=90,2=10` (percentages with up to two
+    /// decimals, adding up to 100).
+    #[arg(long)]
+    split: Option<String>,
+    /// Keep each caller on one version: `entity` (predict-by-entity's entity keys; other
+    /// requests the x-kiln-route-key header), `header:NAME`, or `none`. Default: as deployed.
+    #[arg(long)]
+    sticky: Option<String>,
+    /// Versions every routed request is mirrored to, their answers discarded, e.g. `3` or
+    /// `3,4`; `none` for none. Default: as deployed.
+    #[arg(long)]
+    shadow: Option<String>,
+    /// Why (recorded with the event).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<()> {
+    let registry = ctx.project()?.registry().await?;
+    let state = registry.state().await?;
+    match a.cmd {
+        Some(DeployCmd::Status { model }) => status(ctx, &registry, &state, &model).await,
+        Some(DeployCmd::Clear { model, reason }) => {
+            let m = state.model(&model)?;
+            if m.deployment.is_none() {
+                anyhow::bail!("{model} has no deployment to clear");
+            }
+            record(ctx, &registry, &state, m, None, reason).await
+        }
+        None => {
+            let s = a.set;
+            let name = s.model.as_deref().context("the model to deploy")?;
+            let m = state.model(name)?;
+            let d = deployment(m, &s)?;
+            if m.deployment.as_ref() == Some(&d) {
+                anyhow::bail!("{name} is already deployed so: {}", describe(&d));
+            }
+            record(ctx, &registry, &state, m, Some(d), s.reason).await
+        }
+    }
+}
+
+/// The deployment the arguments ask for; what they leave out stays as deployed (the arms
+/// default to the version answering now).
+fn deployment(m: &ModelState, s: &SetArgs) -> anyhow::Result<Deployment> {
+    let current = m.deployment.clone();
+    let arms = match (&s.version, &s.split) {
+        (Some(v), _) => vec![Arm {
+            version: *v,
+            weight: FULL,
+        }],
+        (None, Some(split)) => parse_split(split)?,
+        (None, None) => match &current {
+            Some(d) => d.arms.clone(),
+            None => vec![Arm {
+                version: answering(m)?,
+                weight: FULL,
+            }],
+        },
+    };
+    let sticky = match s.sticky.as_deref() {
+        None => current.as_ref().and_then(|d| d.sticky.clone()),
+        Some("none") => None,
+        Some(text) => Some(
+            text.parse::<Sticky>()
+                .map_err(|e| anyhow::anyhow!("--sticky: {e}"))?,
+        ),
+    };
+    let shadow = match s.shadow.as_deref() {
+        None => current.map(|d| d.shadow).unwrap_or_default(),
+        Some("none") => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(|v| version_number(v).with_context(|| format!("--shadow: {v:?} is not a version")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let d = Deployment {
+        arms,
+        sticky,
+        shadow,
+    };
+    m.check_deployment(&d).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(d)
+}
+
+fn version_number(text: &str) -> Option<u32> {
+    let t = text.trim();
+    t.strip_prefix('v').unwrap_or(t).parse().ok()
+}
+
+/// `1=90,2=10` (or `v1=90%,v2=10%`) as arms.
+fn parse_split(text: &str) -> anyhow::Result<Vec<Arm>> {
+    text.split(',')
+        .map(|part| {
+            let (v, p) = part.split_once('=').with_context(|| {
+                format!("--split: {part:?} is not VERSION=PERCENT (e.g. 1=90,2=10)")
+            })?;
+            Ok(Arm {
+                version: version_number(v)
+                    .with_context(|| format!("--split: {v:?} is not a version"))?,
+                weight: parse_percent(p).map_err(|e| anyhow::anyhow!("--split: {e}"))?,
+            })
+        })
+        .collect()
+}
+
+/// The version a model without a deployment answers with: production, else the latest that
+/// is not archived.
+fn answering(m: &ModelState) -> anyhow::Result<u32> {
+    m.production()
+        .or_else(|| m.versions.iter().rev().find(|v| v.stage != Stage::Archived))
+        .map(|v| v.spec.version)
+        .with_context(|| format!("{} has only archived versions", m.name))
+}
+
+fn describe(d: &Deployment) -> String {
+    let mut text = d.split_text();
+    if let Some(s) = &d.sticky {
+        text += &format!(", sticky by {s}");
+    }
+    if !d.shadow.is_empty() {
+        let v: Vec<String> = d.shadow.iter().map(|v| format!("v{v}")).collect();
+        text += &format!(", shadow {}", v.join(", "));
+    }
+    text
+}
+
+async fn record(
+    ctx: &Ctx,
+    registry: &Registry,
+    state: &State,
+    m: &ModelState,
+    deployment: Option<Deployment>,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let reason = reason.unwrap_or_else(|| format!("kiln deploy by {}", whoami()));
+    registry
+        .append(
+            state.last_seq,
+            &[Event::ModelDeployed {
+                name: m.name.clone(),
+                deployment: deployment.clone(),
+                reason,
+            }],
+        )
+        .await?;
+    if ctx.json() {
+        return json(&serde_json::json!({
+            "model": m.name,
+            "deployment": deployment,
+            "previous": m.deployment,
+        }));
+    }
+    let now = match &deployment {
+        Some(d) => describe(d),
+        None => format!(
+            "no deployment: v{} takes all traffic",
+            answering(m).map_or("?".into(), |v| v.to_string())
+        ),
+    };
+    println!("{}: {now}", m.name);
+    if let Some(before) = &m.deployment {
+        println!("  (was {})", describe(before));
+    }
+    Ok(())
+}
+
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// One routing change in a model's history.
+#[derive(Serialize)]
+struct Change {
+    seq: i64,
+    at: String,
+    change: String,
+    reason: String,
+}
+
+async fn status(ctx: &Ctx, registry: &Registry, state: &State, name: &str) -> anyhow::Result<()> {
+    let m = state.model(name)?;
+    let history: Vec<Change> = registry
+        .events()
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let (change, reason) = match r.event {
+                Event::ModelDeployed {
+                    name: n,
+                    deployment,
+                    reason,
+                } if n == name => (
+                    deployment.map_or("deployment cleared".into(), |d| describe(&d)),
+                    reason,
+                ),
+                // A promotion ends a deployment: the promoted version takes the traffic.
+                Event::ModelStageChanged {
+                    name: n,
+                    version,
+                    stage: Stage::Production,
+                } if n == name => (format!("v{version} promoted to production"), String::new()),
+                _ => return None,
+            };
+            Some(Change {
+                seq: r.seq,
+                at: format_timestamp(r.at),
+                change,
+                reason,
+            })
+        })
+        .collect();
+    let arms: Vec<(u32, u32)> = match &m.deployment {
+        Some(d) => d.arms.iter().map(|a| (a.version, a.weight)).collect(),
+        None => vec![(answering(m)?, FULL)],
+    };
+    if ctx.json() {
+        return json(&serde_json::json!({
+            "model": name,
+            "deployment": m.deployment,
+            "routes": arms.iter().map(|(v, w)| serde_json::json!({
+                "version": v,
+                "percent": f64::from(*w) / 100.0,
+                "stage": m.version(*v).map(|s| s.stage),
+            })).collect::<Vec<_>>(),
+            "history": history,
+        }));
+    }
+    let stage = |v: u32| m.version(v).map_or(String::new(), |s| s.stage.to_string());
+    let mut rows: Vec<Vec<String>> = arms
+        .iter()
+        .map(|(v, w)| {
+            vec![
+                format!("v{v}"),
+                stage(*v),
+                format!("{}%", kiln_core::deploy::percent(*w)),
+            ]
+        })
+        .collect();
+    if let Some(d) = &m.deployment {
+        rows.extend(
+            d.shadow
+                .iter()
+                .map(|v| vec![format!("v{v}"), stage(*v), "shadow".into()]),
+        );
+    }
+    println!("{}", table(&["version", "stage", "traffic"], rows));
+    match &m.deployment {
+        Some(Deployment {
+            sticky: Some(s), ..
+        }) => println!("sticky by {s}"),
+        Some(_) => println!("not sticky: each request goes to a random version by weight"),
+        None => println!("no deployment: the production version (else the latest) answers"),
+    }
+    if !history.is_empty() {
+        let rows = history
+            .iter()
+            .map(|c| {
+                vec![
+                    c.seq.to_string(),
+                    c.at.clone(),
+                    c.change.clone(),
+                    c.reason.clone(),
+                ]
+            })
+            .collect();
+        println!("{}", table(&["#", "at", "change", "reason"], rows));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_read_versions_and_percentages() {
+        let arms = parse_split("1=90,v2=9.5%,3=0.5").expect("split");
+        assert_eq!(
+            arms.iter()
+                .map(|a| (a.version, a.weight))
+                .collect::<Vec<_>>(),
+            vec![(1, 9_000), (2, 950), (3, 50)]
+        );
+        for (bad, says) in [
+            ("1:90", "VERSION=PERCENT"),
+            ("x=90", "not a version"),
+            ("1=ninety", "not a percentage"),
+        ] {
+            let e = parse_split(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
