@@ -69,8 +69,108 @@ impl std::str::FromStr for Sticky {
     }
 }
 
+/// A canary rollout: the canary's weight walks up `steps` against one baseline, each step held
+/// for `bake_seconds`; `kiln serve` compares the two on live traffic, rolls back as soon as the
+/// canary is worse by the gates, advances when a step has baked, and promotes the canary to
+/// production after the last one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub version: u32,
+    pub baseline: u32,
+    /// The canary's weight at each step, in basis points, rising, each below [`FULL`].
+    pub steps: Vec<u32>,
+    /// The current step (an index into `steps`).
+    pub step: usize,
+    pub bake_seconds: u64,
+    pub gates: Gates,
+}
+
+/// When a canary is worse than its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gates {
+    /// Its error rate (server errors, timeouts, sheds, fallback answers) is higher by more
+    /// than this (0.01: one percentage point).
+    pub max_error_increase: f64,
+    /// Its p99 latency is more than this many times the baseline's (plus 1 ms).
+    pub max_latency_ratio: f64,
+    /// The two-sample Kolmogorov-Smirnov distance between its predictions (each row's first
+    /// output) and the baseline's is above this (0 to 1).
+    pub max_prediction_shift: f64,
+    /// Requests each version needs in a step before it is judged.
+    pub min_requests: u64,
+}
+
+impl Default for Gates {
+    fn default() -> Gates {
+        Gates {
+            max_error_increase: 0.01,
+            max_latency_ratio: 1.5,
+            max_prediction_shift: 0.25,
+            min_requests: 50,
+        }
+    }
+}
+
+impl Canary {
+    /// The deployment of the current step.
+    pub fn arms(&self) -> Vec<Arm> {
+        let w = self.steps[self.step];
+        vec![
+            Arm {
+                version: self.baseline,
+                weight: FULL - w,
+            },
+            Arm {
+                version: self.version,
+                weight: w,
+            },
+        ]
+    }
+
+    fn check(&self, arms: &[Arm]) -> Result<(), String> {
+        if self.version == self.baseline {
+            return Err("a canary needs a baseline other than itself".into());
+        }
+        if self.steps.is_empty() || self.step >= self.steps.len() {
+            return Err("a canary needs at least one step below 100%".into());
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1])
+            || self.steps.iter().any(|s| *s == 0 || *s >= FULL)
+        {
+            return Err(format!(
+                "canary steps must rise between 0% and 100% (100% is the promotion), not {}",
+                self.steps
+                    .iter()
+                    .map(|s| format!("{}%", percent(*s)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.bake_seconds == 0 {
+            return Err("a canary step needs a bake time".into());
+        }
+        let g = &self.gates;
+        if !(g.max_error_increase >= 0.0 && g.max_error_increase <= 1.0) {
+            return Err("max error increase must be between 0 and 1".into());
+        }
+        if !(g.max_latency_ratio >= 1.0 && g.max_latency_ratio.is_finite()) {
+            return Err("max latency ratio must be at least 1".into());
+        }
+        if !(g.max_prediction_shift > 0.0 && g.max_prediction_shift <= 1.0) {
+            return Err("max prediction shift must be above 0 and at most 1".into());
+        }
+        if g.min_requests == 0 {
+            return Err("min requests must be at least 1".into());
+        }
+        if arms != self.arms() {
+            return Err("a canary deployment's arms are its baseline and its step".into());
+        }
+        Ok(())
+    }
+}
+
 /// How a model's traffic is routed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     /// The versions that answer, each with its weight; the weights sum to [`FULL`].
     pub arms: Vec<Arm>,
@@ -79,6 +179,8 @@ pub struct Deployment {
     /// Versions that get a copy of every routed request; their answers are discarded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 impl Deployment {
@@ -91,6 +193,7 @@ impl Deployment {
             }],
             sticky: None,
             shadow: Vec::new(),
+            canary: None,
         }
     }
 
@@ -135,7 +238,10 @@ impl Deployment {
                 percent(total.min(u64::from(u32::MAX)) as u32)
             ));
         }
-        Ok(())
+        match &self.canary {
+            Some(c) => c.check(&self.arms),
+            None => Ok(()),
+        }
     }
 
     /// `1=90,2=10` style, with percentages.
@@ -206,6 +312,7 @@ mod tests {
                 .collect(),
             sticky: None,
             shadow: Vec::new(),
+            canary: None,
         };
         assert_eq!(arms(&[(1, 9000), (2, 1000)]).check(), Ok(()));
         assert!(
@@ -231,6 +338,28 @@ mod tests {
                 name: "x-user".into()
             })
         );
+        let canary = Canary {
+            version: 2,
+            baseline: 1,
+            steps: vec![500, 2_500],
+            step: 1,
+            bake_seconds: 60,
+            gates: Gates::default(),
+        };
+        let mut d = Deployment {
+            arms: canary.arms(),
+            canary: Some(canary.clone()),
+            ..Deployment::single(1)
+        };
+        assert_eq!(arms(&[(1, 7_500), (2, 2_500)]).arms, d.arms);
+        assert_eq!(d.check(), Ok(()));
+        d.arms = arms(&[(1, 9_500), (2, 500)]).arms;
+        assert!(d.check().expect_err("not its step").contains("its step"));
+        let mut falling = canary.clone();
+        falling.steps = vec![2_500, 500];
+        d.arms = falling.arms();
+        d.canary = Some(falling);
+        assert!(d.check().expect_err("falling").contains("must rise"));
         assert!("header:".parse::<Sticky>().is_err());
         assert!("cookie".parse::<Sticky>().is_err());
     }

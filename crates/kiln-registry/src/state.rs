@@ -32,6 +32,9 @@ pub struct ModelState {
     /// The traffic split, when one was deployed; otherwise the production version (else the
     /// latest) answers. Promoting a version to production ends the deployment.
     pub deployment: Option<Deployment>,
+    /// The event that set the deployment (a canary's step bakes from its time).
+    pub deployed_seq: i64,
+    pub deployed_at: Micros,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,6 +229,8 @@ impl State {
                         name: version.name.clone(),
                         versions: Vec::new(),
                         deployment: None,
+                        deployed_seq: 0,
+                        deployed_at: 0,
                     });
                 let expected = model.versions.len() as u32 + 1;
                 if version.version != expected {
@@ -278,6 +283,8 @@ impl State {
                     model.check_deployment(d).map_err(corrupt)?;
                 }
                 model.deployment = deployment.clone();
+                model.deployed_seq = record.seq;
+                model.deployed_at = record.at;
             }
             Event::Materialized {
                 view,
@@ -536,6 +543,7 @@ mod tests {
             ],
             sticky: Some(Sticky::Entity),
             shadow: vec![3],
+            canary: None,
         };
         let deployed = |d: Option<Deployment>| Event::ModelDeployed {
             name: "m".into(),

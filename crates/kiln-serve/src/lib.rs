@@ -158,6 +158,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresher = state.spawn_refresher(refresh);
+    let canaries = rollout::canary::spawn_judge(state.clone());
     let drift = monitor::drift::LiveDriftMonitor::spawn(state.clone());
     let forget = state.rate_limits().is_some().then(|| {
         let state = state.clone();
@@ -203,6 +204,7 @@ pub async fn serve(
         f.abort();
     }
     refresher.abort();
+    canaries.abort();
     if let Some(d) = drift {
         d.abort();
     }

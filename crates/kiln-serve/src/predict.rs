@@ -95,12 +95,24 @@ pub(crate) async fn predict(
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_status(e.status),
     };
+    let elapsed = started.elapsed();
     state
         .metrics()
-        .inference(Protocol::Predict, &labels, outcome, started.elapsed());
-    state
-        .monitor()
-        .answered(&labels.model, outcome, started.elapsed());
+        .inference(Protocol::Predict, &labels, outcome, elapsed);
+    state.monitor().answered(&labels.model, outcome, elapsed);
+    if outcome != Outcome::ClientError {
+        let answer = result.as_ref().ok().map(|j| &j.0);
+        let failed = answer.is_none_or(|a| a.get("fallback").is_some());
+        state
+            .canaries()
+            .observe(&labels.model, &labels.version, failed, elapsed, || {
+                let rows = answer.and_then(|a| a["scores"].as_array());
+                rows.into_iter()
+                    .flatten()
+                    .filter_map(|r| r.get(0)?.as_f64())
+                    .collect()
+            });
+    }
     trace::end_inference(&span, &labels, rows, outcome);
     result
 }

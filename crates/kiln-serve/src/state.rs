@@ -120,6 +120,7 @@ pub(crate) struct Inner {
     drain_delay: Duration,
     drain_timeout: Duration,
     shadow_slots: Arc<tokio::sync::Semaphore>,
+    canaries: crate::rollout::canary::Canaries,
 }
 
 impl ServeState {
@@ -162,6 +163,7 @@ impl ServeState {
                 shadow_slots: Arc::new(tokio::sync::Semaphore::new(
                     crate::rollout::shadow::MAX_IN_FLIGHT,
                 )),
+                canaries: Default::default(),
             }),
         };
         if let Some(plan) = alerts {
@@ -205,6 +207,11 @@ impl ServeState {
     /// Permits for shadow calls in flight.
     pub(crate) fn shadow_slots(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.shadow_slots
+    }
+
+    /// The canaries being judged on this server.
+    pub fn canaries(&self) -> &crate::rollout::canary::Canaries {
+        &self.inner.canaries
     }
 
     pub fn models(&self) -> &ModelHub {
@@ -290,6 +297,34 @@ impl ServeState {
             );
         }
         Ok(changed)
+    }
+
+    /// Appends the events `decide` returns for the current registry state, if the registry
+    /// still ends there when they are written (else another writer got there first: nothing is
+    /// appended), and serves them at once. Returns whether they were appended.
+    pub(crate) async fn append_if_unchanged(
+        &self,
+        decide: impl FnOnce(&State) -> Option<Vec<kiln_registry::Event>>,
+    ) -> Result<bool, kiln_registry::RegistryError> {
+        let Some(registry) = &self.inner.registry else {
+            return Ok(false);
+        };
+        self.refresh().await?;
+        let appended = {
+            let state = self.inner.registry_state.lock().await;
+            let Some(events) = decide(&state) else {
+                return Ok(false);
+            };
+            match registry.append(state.last_seq, &events).await {
+                Ok(_) => true,
+                Err(kiln_registry::RegistryError::Conflict { .. }) => false,
+                Err(e) => return Err(e),
+            }
+        };
+        if appended {
+            self.refresh().await?;
+        }
+        Ok(appended)
     }
 
     pub(crate) fn spawn_refresher(&self, every: Duration) -> JoinHandle<()> {

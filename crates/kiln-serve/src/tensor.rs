@@ -323,12 +323,21 @@ pub async fn infer(
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::of_error(e),
     };
+    let elapsed = started.elapsed();
     state
         .metrics()
-        .inference(protocol, &labels, outcome, started.elapsed());
-    state
-        .monitor()
-        .answered(&labels.model, outcome, started.elapsed());
+        .inference(protocol, &labels, outcome, elapsed);
+    state.monitor().answered(&labels.model, outcome, elapsed);
+    if outcome != Outcome::ClientError {
+        let failed = result.as_ref().map_or(true, |r| r.fallback.is_some());
+        state
+            .canaries()
+            .observe(&labels.model, &labels.version, failed, elapsed, || {
+                result.as_ref().map_or(Vec::new(), |r| {
+                    r.data.iter().step_by(r.shape[1].max(1)).copied().collect()
+                })
+            });
+    }
     let rows = result.as_ref().ok().map(|r| r.shape[0]);
     trace::end_inference(&span, &labels, rows, outcome);
     result

@@ -6,6 +6,7 @@
 //! its URL or body or (for testing) in the `x-kiln-version` header, gets that version and is
 //! not mirrored.
 
+pub mod canary;
 pub mod ring;
 pub mod shadow;
 
@@ -149,6 +150,7 @@ mod tests {
             ],
             sticky: None,
             shadow: Vec::new(),
+            canary: None,
         });
         let n = 20_000;
         let twos = (0..n).filter(|_| router.arm(Some(b"ignored")) == 2).count();

@@ -4,9 +4,9 @@
 //! replica routes by it from its next registry refresh.
 
 use anyhow::Context;
-use kiln_core::deploy::{Arm, Deployment, FULL, Sticky, parse_percent};
+use kiln_core::deploy::{Arm, Canary, Deployment, FULL, Gates, Sticky, parse_percent, percent};
 use kiln_core::spec::Stage;
-use kiln_core::time::format_timestamp;
+use kiln_core::time::{format_duration, format_timestamp};
 use kiln_registry::{Event, ModelState, Registry, State};
 use serde::Serialize;
 
@@ -55,6 +55,35 @@ struct SetArgs {
     /// `3,4`; `none` for none. Default: as deployed.
     #[arg(long)]
     shadow: Option<String>,
+    /// Start a canary of this version against the version answering now (or --baseline): its
+    /// share walks up --steps, each held for --bake; `kiln serve` rolls it back as soon as it is
+    /// worse than the baseline, and promotes it to production after the last step.
+    #[arg(long, conflicts_with_all = ["version", "split"])]
+    canary: Option<u32>,
+    /// The version the canary is compared with (default: the one answering now).
+    #[arg(long, requires = "canary")]
+    baseline: Option<u32>,
+    /// The canary's share at each step, in percent, rising (100 is the promotion).
+    #[arg(long, default_value = "5,25,50")]
+    steps: String,
+    /// How long each step runs before it may advance.
+    #[arg(long, default_value = "5m")]
+    bake: String,
+    /// Roll back when the canary's error rate is higher by more than this many percentage
+    /// points (default 1).
+    #[arg(long)]
+    max_error_increase: Option<f64>,
+    /// Roll back when the canary's p99 latency is more than this many times the baseline's
+    /// (default 1.5).
+    #[arg(long)]
+    max_latency_ratio: Option<f64>,
+    /// Roll back when the Kolmogorov-Smirnov distance between the canary's predictions and
+    /// the baseline's is above this (0 to 1, default 0.25).
+    #[arg(long)]
+    max_prediction_shift: Option<f64>,
+    /// Requests each version needs in a step before it is judged (default 50).
+    #[arg(long)]
+    min_requests: Option<u64>,
     /// Why (recorded with the event).
     #[arg(long)]
     reason: Option<String>,
@@ -89,7 +118,17 @@ pub async fn run(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<()> {
 /// default to the version answering now).
 fn deployment(m: &ModelState, s: &SetArgs) -> anyhow::Result<Deployment> {
     let current = m.deployment.clone();
+    let canary = s.canary.map(|v| canary(m, v, s)).transpose()?;
+    if let (None, Some(c)) = (&canary, current.as_ref().and_then(|d| d.canary.as_ref())) {
+        anyhow::bail!(
+            "{} has a canary in progress ({}); end it first with `kiln deploy clear {}` or deploy a new canary",
+            m.name,
+            describe_canary(c),
+            m.name
+        );
+    }
     let arms = match (&s.version, &s.split) {
+        _ if canary.is_some() => canary.as_ref().map(Canary::arms).unwrap_or_default(),
         (Some(v), _) => vec![Arm {
             version: *v,
             weight: FULL,
@@ -123,9 +162,72 @@ fn deployment(m: &ModelState, s: &SetArgs) -> anyhow::Result<Deployment> {
         arms,
         sticky,
         shadow,
+        canary,
     };
     m.check_deployment(&d).map_err(|e| anyhow::anyhow!(e))?;
     Ok(d)
+}
+
+/// The canary the arguments describe, at its first step.
+fn canary(m: &ModelState, version: u32, s: &SetArgs) -> anyhow::Result<Canary> {
+    let baseline = match (s.baseline, &m.deployment) {
+        (Some(b), _) => b,
+        // The heaviest arm of the current deployment (a canary's baseline stays the baseline).
+        (None, Some(d)) => match &d.canary {
+            Some(c) => c.baseline,
+            None => d
+                .arms
+                .iter()
+                .max_by_key(|a| a.weight)
+                .map_or(0, |a| a.version),
+        },
+        (None, None) => answering(m)?,
+    };
+    let mut steps = s
+        .steps
+        .split(',')
+        .map(|p| parse_percent(p).map_err(|e| anyhow::anyhow!("--steps: {e}")))
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    if steps.last() == Some(&FULL) {
+        steps.pop();
+    }
+    let bake_seconds =
+        kiln_core::time::parse_duration(&s.bake).map_err(|e| anyhow::anyhow!("--bake: {e}"))?;
+    let defaults = Gates::default();
+    Ok(Canary {
+        version,
+        baseline,
+        steps,
+        step: 0,
+        bake_seconds,
+        gates: Gates {
+            max_error_increase: s
+                .max_error_increase
+                .map_or(defaults.max_error_increase, |p| p / 100.0),
+            max_latency_ratio: s.max_latency_ratio.unwrap_or(defaults.max_latency_ratio),
+            max_prediction_shift: s
+                .max_prediction_shift
+                .unwrap_or(defaults.max_prediction_shift),
+            min_requests: s.min_requests.unwrap_or(defaults.min_requests),
+        },
+    })
+}
+
+fn describe_canary(c: &Canary) -> String {
+    let steps: Vec<String> = c
+        .steps
+        .iter()
+        .map(|s| format!("{}%", percent(*s)))
+        .collect();
+    format!(
+        "canary v{} vs v{}: step {} of {} ({}), {} bake each",
+        c.version,
+        c.baseline,
+        c.step + 1,
+        c.steps.len(),
+        steps.join(" -> "),
+        format_duration(c.bake_seconds)
+    )
 }
 
 fn version_number(text: &str) -> Option<u32> {
@@ -166,6 +268,9 @@ fn describe(d: &Deployment) -> String {
     if !d.shadow.is_empty() {
         let v: Vec<String> = d.shadow.iter().map(|v| format!("v{v}")).collect();
         text += &format!(", shadow {}", v.join(", "));
+    }
+    if let Some(c) = &d.canary {
+        text += &format!(" ({})", describe_canary(c));
     }
     text
 }
@@ -265,6 +370,7 @@ async fn status(ctx: &Ctx, registry: &Registry, state: &State, name: &str) -> an
         return json(&serde_json::json!({
             "model": name,
             "deployment": m.deployment,
+            "since": m.deployment.as_ref().map(|_| format_timestamp(m.deployed_at)),
             "routes": arms.iter().map(|(v, w)| serde_json::json!({
                 "version": v,
                 "percent": f64::from(*w) / 100.0,
@@ -276,13 +382,7 @@ async fn status(ctx: &Ctx, registry: &Registry, state: &State, name: &str) -> an
     let stage = |v: u32| m.version(v).map_or(String::new(), |s| s.stage.to_string());
     let mut rows: Vec<Vec<String>> = arms
         .iter()
-        .map(|(v, w)| {
-            vec![
-                format!("v{v}"),
-                stage(*v),
-                format!("{}%", kiln_core::deploy::percent(*w)),
-            ]
-        })
+        .map(|(v, w)| vec![format!("v{v}"), stage(*v), format!("{}%", percent(*w))])
         .collect();
     if let Some(d) = &m.deployment {
         rows.extend(
@@ -292,6 +392,13 @@ async fn status(ctx: &Ctx, registry: &Registry, state: &State, name: &str) -> an
         );
     }
     println!("{}", table(&["version", "stage", "traffic"], rows));
+    if let Some(c) = m.deployment.as_ref().and_then(|d| d.canary.as_ref()) {
+        println!(
+            "{}; this step since {}",
+            describe_canary(c),
+            format_timestamp(m.deployed_at)
+        );
+    }
     match &m.deployment {
         Some(Deployment {
             sticky: Some(s), ..

@@ -1,0 +1,416 @@
+//! Canary verdicts. While a model's deployment has a canary, every answered request of its
+//! canary and baseline versions is recorded here for the current step: counts, failures
+//! (server errors, timeouts, sheds and fallback answers; a client's own errors do not count),
+//! and bounded uniform samples of latencies and predictions. Every second the server judges
+//! each step ([`judge`]): once both versions have `min_requests`, a canary worse than its
+//! baseline on error rate, p99 latency or prediction distribution is rolled back at once;
+//! a healthy one advances when its step has baked, and is promoted to production after the
+//! last step. The verdict is a registry event appended only if the log still ends where the
+//! judge read it, so of several replicas judging the same step exactly one verdict lands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kiln_core::deploy::{Canary, Deployment, percent};
+use kiln_core::spec::Stage;
+use kiln_core::time::{Micros, format_duration, now_micros};
+use kiln_registry::{Event, ModelState};
+use tokio::task::JoinHandle;
+
+use crate::state::ServeState;
+
+/// Latencies and predictions sampled per version and step.
+const SAMPLES: usize = 10_000;
+
+/// One version's traffic in the current step.
+#[derive(Debug, Default, Clone)]
+pub struct ArmStats {
+    pub requests: u64,
+    pub failed: u64,
+    /// Seconds; a uniform sample of every request's latency.
+    latencies: Vec<f64>,
+    /// Each answered row's first output; a uniform sample.
+    predictions: Vec<f64>,
+    rows: u64,
+}
+
+/// Keeps a uniform sample of at most [`SAMPLES`] of `seen` values (reservoir sampling).
+fn sample(into: &mut Vec<f64>, seen: u64, x: f64) {
+    if into.len() < SAMPLES {
+        into.push(x);
+    } else {
+        let j = fastrand::u64(0..seen);
+        if (j as usize) < SAMPLES {
+            into[j as usize] = x;
+        }
+    }
+}
+
+impl ArmStats {
+    pub fn record(&mut self, failed: bool, latency: Duration, predictions: &[f64]) {
+        self.requests += 1;
+        self.failed += u64::from(failed);
+        sample(&mut self.latencies, self.requests, latency.as_secs_f64());
+        for &p in predictions.iter().filter(|p| p.is_finite()) {
+            self.rows += 1;
+            sample(&mut self.predictions, self.rows, p);
+        }
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        self.failed as f64 / self.requests.max(1) as f64
+    }
+
+    /// Nearest-rank p99 of the sampled latencies, in seconds.
+    pub fn p99(&self) -> f64 {
+        let mut l = self.latencies.clone();
+        if l.is_empty() {
+            return 0.0;
+        }
+        l.sort_by(f64::total_cmp);
+        l[((l.len() as f64 * 0.99).ceil() as usize).max(1) - 1]
+    }
+
+    fn sorted_predictions(&self) -> Vec<f64> {
+        let mut p = self.predictions.clone();
+        p.sort_by(f64::total_cmp);
+        p
+    }
+}
+
+/// What to do with a canary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Rollback(String),
+    Advance(String),
+    Promote(String),
+}
+
+/// The verdict on a step, if any yet: `baked` says whether its bake time is over.
+pub fn judge(c: &Canary, baseline: &ArmStats, canary: &ArmStats, baked: bool) -> Option<Verdict> {
+    let g = &c.gates;
+    if baseline.requests < g.min_requests || canary.requests < g.min_requests {
+        return None;
+    }
+    let (eb, ec) = (baseline.error_rate(), canary.error_rate());
+    if ec > eb + g.max_error_increase {
+        return Some(Verdict::Rollback(format!(
+            "error rate {:.1}% vs {:.1}% for the baseline (at most {:.1} points more)",
+            ec * 100.0,
+            eb * 100.0,
+            g.max_error_increase * 100.0
+        )));
+    }
+    let (pb, pc) = (baseline.p99(), canary.p99());
+    if pc > pb * g.max_latency_ratio + 0.001 {
+        return Some(Verdict::Rollback(format!(
+            "p99 latency {:.1} ms vs {:.1} ms for the baseline (at most {}x)",
+            pc * 1e3,
+            pb * 1e3,
+            g.max_latency_ratio
+        )));
+    }
+    let (sb, sc) = (baseline.sorted_predictions(), canary.sorted_predictions());
+    let shift = if sb.is_empty() || sc.is_empty() {
+        0.0
+    } else {
+        kiln_monitor::drift::ks::statistic(&sb, &sc)
+    };
+    if shift > g.max_prediction_shift {
+        return Some(Verdict::Rollback(format!(
+            "predictions shifted from the baseline's: Kolmogorov-Smirnov distance {shift:.3} (at most {})",
+            g.max_prediction_shift
+        )));
+    }
+    if !baked {
+        return None;
+    }
+    let summary = format!(
+        "{} and {} requests, error rate {:.1}% vs {:.1}%, p99 {:.1} ms vs {:.1} ms, prediction shift {shift:.3}",
+        canary.requests,
+        baseline.requests,
+        ec * 100.0,
+        eb * 100.0,
+        pc * 1e3,
+        pb * 1e3,
+    );
+    Some(if c.step + 1 < c.steps.len() {
+        Verdict::Advance(summary)
+    } else {
+        Verdict::Promote(summary)
+    })
+}
+
+/// The step of one model being judged.
+#[derive(Debug)]
+struct Watch {
+    /// The registry event that started the step.
+    seq: i64,
+    baseline: u32,
+    canary: u32,
+    stats: [ArmStats; 2],
+}
+
+/// The canaries in progress on this server.
+#[derive(Debug, Default)]
+pub struct Canaries {
+    /// Whether any canary is watched: requests of other models skip the lock.
+    active: AtomicBool,
+    watched: Mutex<HashMap<String, Watch>>,
+}
+
+impl Canaries {
+    /// Records an answered request of `model` version `version` (`failed`: the server's fault
+    /// or a fallback answer); `predictions` gives each row's first output.
+    pub fn observe(
+        &self,
+        model: &str,
+        version: &str,
+        failed: bool,
+        latency: Duration,
+        predictions: impl FnOnce() -> Vec<f64>,
+    ) {
+        if !self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = watched.get_mut(model) else {
+            return;
+        };
+        let Ok(v) = version.parse::<u32>() else {
+            return;
+        };
+        let arm = if v == w.baseline {
+            0
+        } else if v == w.canary {
+            1
+        } else {
+            return;
+        };
+        w.stats[arm].record(failed, latency, &predictions());
+    }
+
+    /// Follows the registry: watches each canary's current step from its start, and forgets
+    /// finished ones.
+    pub fn follow(&self, models: &BTreeMap<String, ModelState>) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.retain(|name, w| {
+            models
+                .get(name)
+                .is_some_and(|m| m.deployed_seq == w.seq && canary(m).is_some())
+        });
+        for m in models.values() {
+            if let Some(c) = canary(m) {
+                watched.entry(m.name.clone()).or_insert_with(|| Watch {
+                    seq: m.deployed_seq,
+                    baseline: c.baseline,
+                    canary: c.version,
+                    stats: Default::default(),
+                });
+            }
+        }
+        self.active.store(!watched.is_empty(), Ordering::Relaxed);
+    }
+
+    /// The verdicts due at `now`: (model, the event that started the judged step, verdict).
+    pub fn verdicts(
+        &self,
+        models: &BTreeMap<String, ModelState>,
+        now: Micros,
+    ) -> Vec<(String, i64, Verdict)> {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched
+            .iter()
+            .filter_map(|(name, w)| {
+                let m = models.get(name).filter(|m| m.deployed_seq == w.seq)?;
+                let c = canary(m)?;
+                let baked = now.saturating_sub(m.deployed_at)
+                    >= (c.bake_seconds as i64).saturating_mul(1_000_000);
+                let v = judge(c, &w.stats[0], &w.stats[1], baked)?;
+                Some((name.clone(), w.seq, v))
+            })
+            .collect()
+    }
+
+    /// The current step's traffic of a model's baseline and canary, if it has a canary.
+    pub fn stats(&self, model: &str) -> Option<[ArmStats; 2]> {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.get(model).map(|w| w.stats.clone())
+    }
+}
+
+/// Judges the canaries every second until aborted.
+pub(crate) fn spawn_judge(state: ServeState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = judge_once(&state).await {
+                tracing::warn!(error = %e, "a canary verdict could not be recorded; judging again");
+            }
+        }
+    })
+}
+
+/// Follows the registry and records the verdicts due now.
+async fn judge_once(state: &ServeState) -> Result<(), kiln_registry::RegistryError> {
+    let snapshot = state.snapshot();
+    state.canaries().follow(&snapshot.models);
+    for (name, seq, verdict) in state.canaries().verdicts(&snapshot.models, now_micros()) {
+        let recorded = state
+            .append_if_unchanged(|s| {
+                let m = s.models.get(&name).filter(|m| m.deployed_seq == seq)?;
+                verdict_events(m, &verdict)
+            })
+            .await?;
+        if recorded {
+            tracing::info!(model = %name, ?verdict, "canary verdict recorded");
+        }
+    }
+    Ok(())
+}
+
+/// The registry events of a verdict on `m`'s canary.
+fn verdict_events(m: &ModelState, verdict: &Verdict) -> Option<Vec<Event>> {
+    let d = m.deployment.as_ref()?;
+    let c = d.canary.as_ref()?;
+    let deployed = |deployment, reason| Event::ModelDeployed {
+        name: m.name.clone(),
+        deployment,
+        reason,
+    };
+    Some(match verdict {
+        Verdict::Rollback(why) => vec![deployed(
+            Some(Deployment {
+                arms: Deployment::single(c.baseline).arms,
+                canary: None,
+                ..d.clone()
+            }),
+            format!("{} rolled back: {why}", label(c)),
+        )],
+        Verdict::Advance(why) => {
+            let next = Canary {
+                step: c.step + 1,
+                ..c.clone()
+            };
+            let reason = format!(
+                "{} advanced to {}% after {} baking: {why}",
+                label(c),
+                percent(next.steps[next.step]),
+                format_duration(c.bake_seconds)
+            );
+            vec![deployed(
+                Some(Deployment {
+                    arms: next.arms(),
+                    canary: Some(next),
+                    ..d.clone()
+                }),
+                reason,
+            )]
+        }
+        // A promotion ends the deployment; the event before it says why.
+        Verdict::Promote(why) => vec![
+            deployed(
+                None,
+                format!(
+                    "{} passed its last step: promoted to production ({why})",
+                    label(c)
+                ),
+            ),
+            Event::ModelStageChanged {
+                name: m.name.clone(),
+                version: c.version,
+                stage: Stage::Production,
+            },
+        ],
+    })
+}
+
+fn canary(m: &ModelState) -> Option<&Canary> {
+    m.deployment.as_ref()?.canary.as_ref()
+}
+
+/// "canary v2 at 25%".
+pub fn label(c: &Canary) -> String {
+    format!("canary v{} at {}%", c.version, percent(c.steps[c.step]))
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_core::deploy::Gates;
+
+    use super::*;
+
+    fn canary(step: usize) -> Canary {
+        Canary {
+            version: 2,
+            baseline: 1,
+            steps: vec![1_000, 5_000],
+            step,
+            bake_seconds: 60,
+            gates: Gates {
+                min_requests: 10,
+                ..Gates::default()
+            },
+        }
+    }
+
+    fn arm(n: u64, failed: u64, latency_ms: u64, prediction: f64) -> ArmStats {
+        let mut a = ArmStats::default();
+        for i in 0..n {
+            let p = prediction + (i % 10) as f64 / 100.0;
+            a.record(i < failed, Duration::from_millis(latency_ms), &[p]);
+        }
+        a
+    }
+
+    #[test]
+    fn a_canary_is_judged_on_errors_latency_and_predictions() {
+        let good = arm(100, 0, 10, 0.5);
+        // Too little traffic: no verdict, even baked.
+        assert_eq!(judge(&canary(0), &good, &arm(5, 5, 10, 0.5), true), None);
+        // Worse on errors: rolled back at once, baked or not.
+        let v = judge(&canary(0), &good, &arm(100, 20, 10, 0.5), false);
+        assert!(
+            matches!(&v, Some(Verdict::Rollback(r)) if r.contains("error rate 20.0% vs 0.0%")),
+            "{v:?}"
+        );
+        // Slower at p99.
+        let v = judge(&canary(0), &good, &arm(100, 0, 30, 0.5), false);
+        assert!(
+            matches!(&v, Some(Verdict::Rollback(r)) if r.contains("p99 latency 30.0 ms")),
+            "{v:?}"
+        );
+        // Predicting something else.
+        let v = judge(&canary(0), &good, &arm(100, 0, 10, 0.9), false);
+        assert!(
+            matches!(&v, Some(Verdict::Rollback(r)) if r.contains("Kolmogorov-Smirnov distance 1.000")),
+            "{v:?}"
+        );
+        // As good: waits for the bake, then advances; after the last step, promotes.
+        let same = arm(100, 1, 10, 0.5);
+        assert_eq!(judge(&canary(0), &good, &same, false), None);
+        assert!(matches!(
+            judge(&canary(0), &good, &same, true),
+            Some(Verdict::Advance(_))
+        ));
+        assert!(matches!(
+            judge(&canary(1), &good, &same, true),
+            Some(Verdict::Promote(_))
+        ));
+    }
+
+    #[test]
+    fn samples_stay_bounded_and_uniform() {
+        let mut a = ArmStats::default();
+        for i in 0..100_000u32 {
+            a.record(false, Duration::from_micros(u64::from(i)), &[f64::from(i)]);
+        }
+        assert_eq!((a.latencies.len(), a.predictions.len()), (SAMPLES, SAMPLES));
+        // The sample's p99 is near the true one (99,000 µs).
+        assert!((a.p99() - 0.099).abs() < 0.002, "{}", a.p99());
+    }
+}
