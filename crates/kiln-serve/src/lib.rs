@@ -130,7 +130,8 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// Readiness: the registry is loaded and the online store answers.
+/// Readiness: the registry is loaded, the online store answers, the models that answer by
+/// default are loaded, and the server is not draining.
 async fn ready(
     axum::extract::State(state): axum::extract::State<ServeState>,
 ) -> (axum::http::StatusCode, String) {

@@ -355,6 +355,17 @@ impl ServeState {
             .get_many("__kiln_ready__", &[Vec::new()])
             .await
             .map_err(|e| format!("online store not ready: {e}"))?;
+        let missing = self.models().not_loaded(&snapshot.models);
+        if !missing.is_empty() {
+            // Try again in the background (a load happens once however many ask), so a model
+            // whose artifact comes back makes the server ready without any traffic.
+            let me = self.clone();
+            tokio::spawn(async move { me.preload_models().await });
+            return Err(format!(
+                "models not loaded (see the server's log for why): {}",
+                missing.join(", ")
+            ));
+        }
         Ok(format!("ready (registry event #{})", snapshot.catalog.seq))
     }
 }

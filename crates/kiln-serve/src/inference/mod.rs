@@ -319,23 +319,48 @@ impl ModelHub {
     /// routing change does not wait for a load. Failures are logged;
     /// requests for such a model get the load error.
     pub async fn preload(&self, models: &BTreeMap<String, ModelState>) {
+        for spec in self.answering(models) {
+            if let Err(e) = self.load_slot(spec).await {
+                tracing::warn!(model = %spec.name, version = spec.version, error = %e, "model not loaded");
+            }
+        }
+    }
+
+    /// The versions that answer requests naming none (a deployment's arms and shadows, else
+    /// production, else the latest) of the models not unloaded.
+    fn answering<'a>(&self, models: &'a BTreeMap<String, ModelState>) -> Vec<&'a ModelVersion> {
+        let mut out = Vec::new();
         for (name, model) in models {
             if self.is_unloaded(name) {
                 continue;
             }
-            // A deployment's versions (arms and shadows), else the default version.
             let versions: Vec<Option<u32>> = match &model.deployment {
                 Some(d) => d.versions().map(Some).collect(),
                 None => vec![None],
             };
-            for v in versions {
-                if let Ok(spec) = Self::pick(models, name, v)
-                    && let Err(e) = self.load_slot(spec).await
-                {
-                    tracing::warn!(model = %name, error = %e, "model not loaded");
-                }
-            }
+            out.extend(
+                versions
+                    .into_iter()
+                    .filter_map(|v| Self::pick(models, name, v).ok()),
+            );
         }
+        out
+    }
+
+    /// Of the versions that answer by default, those not loaded (their load failed, or is
+    /// under way), as `name@vN`: readiness waits for them.
+    pub fn not_loaded(&self, models: &BTreeMap<String, ModelState>) -> Vec<String> {
+        let answering = self.answering(models);
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        answering
+            .into_iter()
+            .filter(|s| {
+                !loaded
+                    .get(&(s.name.clone(), s.version))
+                    .is_some_and(|slot| slot.initialized())
+            })
+            .map(|s| format!("{}@v{}", s.name, s.version))
+            .collect()
     }
 
     /// Repository extension: loads the model's default version and serves it again.

@@ -453,3 +453,35 @@ fn canaries_are_rolled_back_when_worse_and_promoted_step_by_step_when_not() {
         json!([{"version": 3, "percent": 100.0, "stage": "production"}])
     );
 }
+
+#[test]
+fn readiness_waits_for_every_deployed_version_to_load() {
+    let fake = FakeVersions::start();
+    let p = project(&fake);
+    ok(p.run(&["deploy", "m", "--split", "1=80,2=20"]));
+    // v2's stored descriptor no longer matches its recorded SHA-256: it cannot load.
+    let artifact = p.dir.join(".kiln/artifacts/models/m/v2/model.remote.toml");
+    let good = std::fs::read(&artifact).expect("artifact");
+    std::fs::write(&artifact, b"url = \"http://127.0.0.1:9/\"\n").expect("tamper");
+    let server = Server::start(&p.dir, &[("KILN__SERVE__REGISTRY_REFRESH", "1s")]);
+    for path in ["/ready", "/v2/health/ready"] {
+        let (status, text) = http(&server.addr, "GET", path, None);
+        assert_eq!(status, 503, "{path}: {text}");
+    }
+    let (_, text) = http(&server.addr, "GET", "/ready", None);
+    assert!(
+        text.contains("models not loaded") && text.contains("m@v2"),
+        "{text}"
+    );
+    // The artifact comes back: readiness loads it again by itself.
+    std::fs::write(&artifact, good).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, text) = http(&server.addr, "GET", "/ready", None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
