@@ -24,6 +24,7 @@ fn immediate() -> ScoreService {
             compute_time: Duration::ZERO,
             batch_rows: 1,
             fallback: None,
+            cached: false,
         })
     }))
 }

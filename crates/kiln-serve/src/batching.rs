@@ -55,7 +55,7 @@ impl Default for BatchConfig {
 }
 
 /// A scored request: its outputs and where its time went.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scored {
     /// `n_outputs` values per row.
     pub values: Vec<f64>,
@@ -67,6 +67,8 @@ pub struct Scored {
     pub batch_rows: usize,
     /// Set when the model did not answer and its fallback chain did.
     pub fallback: Option<crate::resilience::FallbackUsed>,
+    /// Whether the answer came from the version's prediction cache (no queue, no compute).
+    pub cached: bool,
 }
 
 struct Job {
@@ -302,6 +304,7 @@ fn score_batch(
                 compute_time,
                 batch_rows,
                 fallback: None,
+                cached: false,
             }));
         }
         Ok(out) => {
@@ -314,6 +317,7 @@ fn score_batch(
                     compute_time,
                     batch_rows,
                     fallback: None,
+                    cached: false,
                 }));
                 at += len;
             }

@@ -23,6 +23,7 @@
 
 mod alerts;
 pub mod batching;
+pub mod cache;
 mod drift;
 pub mod error;
 mod feast;

@@ -132,6 +132,7 @@ impl RemoteModel {
             compute_time: started.elapsed(),
             batch_rows: n,
             fallback: None,
+            cached: false,
         })
     }
 }

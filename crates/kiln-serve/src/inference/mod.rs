@@ -93,6 +93,11 @@ impl LoadedModel {
         self.stack.breaker.as_ref()
     }
 
+    /// The version's prediction cache, if its policy has one.
+    pub fn prediction_cache(&self) -> Option<&Arc<crate::cache::prediction::PredictionCache>> {
+        self.stack.prediction_cache.as_ref()
+    }
+
     /// The version's retry budget, if its policy retries.
     pub fn retry_budget(&self) -> Option<&Arc<RetryBudget>> {
         self.stack.budget.as_ref()

@@ -77,6 +77,7 @@ impl ModelHub {
                         queue_time: Duration::ZERO,
                         compute_time: Duration::ZERO,
                         fallback: Some(used),
+                        cached: false,
                     });
                 }
                 Err(why) => tried.push(why),

@@ -25,10 +25,17 @@ impl ServeMetrics {
                 .absolute(b.refused());
         }
         for m in &models {
+            let version = m.spec.version.to_string();
             if let Some(b) = m.retry_budget() {
-                let labels = [m.spec.name.as_str(), &m.spec.version.to_string()];
+                let labels = [m.spec.name.as_str(), &version];
                 self.counter(&RETRIES, &labels).absolute(b.retried());
                 self.counter(&RETRIES_DENIED, &labels).absolute(b.denied());
+            }
+            if let Some(c) = m.prediction_cache() {
+                for (result, n) in [("hit", c.hits()), ("miss", c.misses())] {
+                    self.counter(&PREDICTION_CACHE, &[m.spec.name.as_str(), &version, result])
+                        .absolute(n);
+                }
             }
         }
         if let Some(limits) = state.rate_limits() {

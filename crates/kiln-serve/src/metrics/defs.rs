@@ -379,9 +379,16 @@ pub const SHADOW_DROPPED: MetricDef = MetricDef {
     help: "Copies of routed requests not sent to a shadow version because 64 shadow calls were already in flight (shadow calls themselves count in kiln_inference_requests_total with protocol=\"shadow\").",
     buckets: &[],
 };
+pub const PREDICTION_CACHE: MetricDef = MetricDef {
+    name: "kiln_prediction_cache_total",
+    kind: Kind::Counter,
+    labels: &["model", "version", "result"],
+    help: "Inference calls of a model version with a prediction cache, by result: hit (answered from the cache, or by an identical call in flight) or miss (the model was called).",
+    buckets: &[],
+};
 
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 49] = [
+pub const ALL: [&MetricDef; 50] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -426,6 +433,7 @@ pub const ALL: [&MetricDef; 49] = [
     &RETRIES_DENIED,
     &RATE_LIMITED,
     &SHADOW_DROPPED,
+    &PREDICTION_CACHE,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

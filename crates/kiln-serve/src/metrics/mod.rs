@@ -219,7 +219,7 @@ impl ServeMetrics {
 
     /// A request was scored: where its time went.
     pub fn scored(&self, m: &ModelLabels, scored: &Scored) {
-        if scored.fallback.is_some() {
+        if scored.fallback.is_some() || scored.cached {
             // Not the model's queue or compute: it did not answer.
             return;
         }

@@ -29,7 +29,7 @@ pub mod ratelimit;
 pub mod retry;
 mod store;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod timeout;
 
 use std::sync::Arc;

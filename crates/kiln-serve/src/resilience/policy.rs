@@ -12,6 +12,7 @@ use super::timeout::TimeoutLayer;
 use super::{
     Breaker, BreakerSettings, BulkheadSettings, Fallback, RetryBudget, RetrySettings, ScoreService,
 };
+use crate::cache::prediction::{PredictionCache, PredictionCacheLayer, PredictionCacheSettings};
 
 /// How one model is called. `None` leaves a layer out.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,8 @@ pub struct ModelPolicy {
     pub fallback: Vec<Fallback>,
     /// Rows whose last good prediction is kept for a `cache` fallback.
     pub cache_rows: u64,
+    /// The version's prediction cache, outermost (default: none).
+    pub prediction_cache: Option<PredictionCacheSettings>,
 }
 
 impl Default for ModelPolicy {
@@ -38,6 +41,7 @@ impl Default for ModelPolicy {
             bulkhead: None,
             fallback: Vec::new(),
             cache_rows: 100_000,
+            prediction_cache: None,
         }
     }
 }
@@ -47,6 +51,7 @@ pub struct Stack {
     pub service: ScoreService,
     pub breaker: Option<Arc<Breaker>>,
     pub budget: Option<Arc<RetryBudget>>,
+    pub prediction_cache: Option<Arc<PredictionCache>>,
 }
 
 impl ModelPolicy {
@@ -59,6 +64,7 @@ impl ModelPolicy {
             bulkhead: None,
             fallback: Vec::new(),
             cache_rows: 0,
+            prediction_cache: None,
         }
     }
 
@@ -87,10 +93,18 @@ impl ModelPolicy {
         if let (Some(r), Some(b)) = (&self.retry, &budget) {
             service = ScoreService::new(RetryLayer::new(r.clone(), b.clone()).layer(service));
         }
+        let prediction_cache = self
+            .prediction_cache
+            .as_ref()
+            .map(|s| Arc::new(PredictionCache::new(s)));
+        if let Some(c) = &prediction_cache {
+            service = ScoreService::new(PredictionCacheLayer::new(c.clone()).layer(service));
+        }
         Stack {
             service,
             breaker,
             budget,
+            prediction_cache,
         }
     }
 }

@@ -79,6 +79,7 @@ impl Scripted {
                         compute_time: Duration::ZERO,
                         batch_rows: call.rows.len(),
                         fallback: None,
+                        cached: false,
                     }),
                 }
             }

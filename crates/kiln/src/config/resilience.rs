@@ -137,6 +137,19 @@ pub struct ResilienceConfig {
     pub cache_rows: Option<u64>,
     /// The model's circuit breaker (default: on, with the breaker defaults).
     pub breaker: Option<BreakerConfig>,
+    /// The model's prediction cache (default: none).
+    pub prediction_cache: Option<PredictionCacheConfig>,
+}
+
+/// `prediction_cache = { values = 100000, ttl = "5m" }`: a version's answers kept in process
+/// by a hash of the request's rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictionCacheConfig {
+    /// Predicted values kept at most (rows of a one-output model; default 100000; 0: off).
+    pub values: Option<u64>,
+    /// How long an answer is kept (default 5m).
+    pub ttl: Option<String>,
 }
 
 impl ResilienceConfig {
@@ -154,6 +167,10 @@ impl ResilienceConfig {
             fallback: self.fallback.clone().or_else(|| base.fallback.clone()),
             cache_rows: self.cache_rows.or(base.cache_rows),
             breaker: self.breaker.clone().or_else(|| base.breaker.clone()),
+            prediction_cache: self
+                .prediction_cache
+                .clone()
+                .or_else(|| base.prediction_cache.clone()),
         }
     }
 
@@ -225,6 +242,29 @@ impl ResilienceConfig {
                 "{at}.cache_rows: must be at least 1 with a \"cache\" fallback"
             ));
         }
+        let prediction_cache = match &self.prediction_cache {
+            None
+            | Some(PredictionCacheConfig {
+                values: Some(0), ..
+            }) => None,
+            Some(c) => {
+                let ttl = c.ttl.as_deref().unwrap_or("5m");
+                match kiln_core::time::parse_duration(ttl) {
+                    Ok(0) => {
+                        errors.push(format!("{at}.prediction_cache.ttl: must be at least 1s"));
+                        None
+                    }
+                    Ok(secs) => Some(kiln_serve::cache::prediction::PredictionCacheSettings {
+                        values: c.values.unwrap_or(100_000),
+                        ttl: Duration::from_secs(secs),
+                    }),
+                    Err(e) => {
+                        errors.push(format!("{at}.prediction_cache.ttl: {e}"));
+                        None
+                    }
+                }
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -235,6 +275,7 @@ impl ResilienceConfig {
             bulkhead,
             fallback,
             cache_rows,
+            prediction_cache,
         })
     }
 }
@@ -359,6 +400,15 @@ mod tests {
         let b = p.bulkhead.expect("a bulkhead");
         assert_eq!((b.max_concurrent, b.max_queue), (4, 4));
         assert_eq!(p.fallback, [Fallback::Cache, Fallback::Value(vec![0.5])]);
+        let cached = table("prediction_cache = { values = 500 }").over(&server);
+        let c = cached
+            .policy("x")
+            .expect("valid")
+            .prediction_cache
+            .expect("a cache");
+        assert_eq!((c.values, c.ttl), (500, Duration::from_secs(300)));
+        let none = table("prediction_cache = { values = 0 }").over(&cached);
+        assert_eq!(none.policy("x").expect("valid").prediction_cache, None);
         let off = table("timeout_ms = 0\nretries = 0\nbreaker = { enabled = false }");
         let p = off.policy("x").expect("valid");
         assert_eq!((p.timeout, p.retry, p.breaker), (None, None, None));
@@ -367,7 +417,7 @@ mod tests {
     #[test]
     fn every_bad_setting_is_named() {
         let bad = table(
-            "retry_budget = 1.5\nmax_concurrency = 0\nfallback = [\"cache\", \"later\"]\ncache_rows = 0\nbreaker = { failure_rate = 2.0 }",
+            "retry_budget = 1.5\nmax_concurrency = 0\nfallback = [\"cache\", \"later\"]\ncache_rows = 0\nbreaker = { failure_rate = 2.0 }\nprediction_cache = { ttl = \"soon\" }",
         );
         let errors = bad
             .policy("serve.models.fraud.resilience")
@@ -379,6 +429,7 @@ mod tests {
             "serve.models.fraud.resilience.fallback[1] \"later\"",
             "serve.models.fraud.resilience.cache_rows",
             "serve.models.fraud.resilience.breaker.failure_rate 2",
+            "serve.models.fraud.resilience.prediction_cache.ttl",
         ] {
             assert!(all.contains(needle), "{needle} not in:\n{all}");
         }

@@ -287,3 +287,19 @@ pub fn build_dataset(
     ]);
     json(p.run(&args))
 }
+
+/// Serves `app` on a loopback port from a runtime of its own (the returned one: the server
+/// stops when it is dropped), for fake model servers.
+pub fn serve_app(app: axum::Router) -> (String, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (addr, runtime)
+}

@@ -56,20 +56,12 @@ impl FakeVersions {
                 }]})),
             )
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let state = Arc::new(Fake::default());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let app = axum::Router::new()
-            .route("/v2/models/{n}/infer", axum::routing::post(infer))
-            .with_state(state.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (addr, runtime) = serve_app(
+            axum::Router::new()
+                .route("/v2/models/{n}/infer", axum::routing::post(infer))
+                .with_state(state.clone()),
+        );
         FakeVersions {
             state,
             addr,

@@ -71,20 +71,12 @@ impl FakeModel {
                 ),
             )
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let state = Arc::new(Fake::default());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let app = axum::Router::new()
-            .route("/v2/models/m/infer", axum::routing::post(infer))
-            .with_state(state.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (addr, runtime) = serve_app(
+            axum::Router::new()
+                .route("/v2/models/m/infer", axum::routing::post(infer))
+                .with_state(state.clone()),
+        );
         FakeModel {
             state,
             addr,
@@ -479,4 +471,54 @@ fallback = [\"value:0.5\"]
     let logged = logged_requests(&p.dir.join(".kiln/logs/predictions"));
     let id = body["id"].as_str().expect("an id");
     assert!(logged.contains_key(id), "the drained request was logged");
+}
+
+#[test]
+fn a_prediction_cache_answers_repeated_rows_without_calling_the_model() {
+    let fake = FakeModel::start();
+    let p = init(&[]);
+    p.write(
+        "remote.toml",
+        &format!(
+            "url = \"http://{}/v2/models/m/infer\"\nprotocol = \"oip\"\n",
+            fake.addr
+        ),
+    );
+    let remote = p.dir.join("remote.toml");
+    ok(p.run(&[
+        "models",
+        "register",
+        "cached",
+        "--path",
+        remote.to_str().expect("utf-8"),
+        "--format",
+        "remote",
+        "--features",
+        "a,b,c",
+    ]));
+    let config = p.read("kiln.toml");
+    p.write(
+        "kiln.toml",
+        &format!("{config}\n[serve.models.cached.resilience]\nprediction_cache = {{ values = 1000, ttl = \"1m\" }}\n"),
+    );
+    let server = Server::start(&p.dir, &[]);
+    let rows = [[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]];
+    for _ in 0..3 {
+        let (status, body) = infer(&server.addr, "cached", &rows);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outputs"][0]["data"], json!([6.0, 1.5]));
+    }
+    assert_eq!(fake.calls(), 1, "answered from the cache twice");
+    let (_, body) = infer(&server.addr, "cached", &[[1.0, 2.0, 4.0]]);
+    assert_eq!(body["outputs"][0]["data"], json!([7.0]));
+    assert_eq!(fake.calls(), 2, "other rows call the model");
+    let series = |result: &str| {
+        metric(
+            &server.addr,
+            &format!(
+                "kiln_prediction_cache_total{{model=\"cached\",version=\"1\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    assert_eq!((series("hit"), series("miss")), (Some(2.0), Some(2.0)));
 }
