@@ -98,6 +98,22 @@ pub struct Gates {
     pub max_prediction_shift: f64,
     /// Requests each version needs in a step before it is judged.
     pub min_requests: u64,
+    /// Its quality on the labels posted during the step is lower by more than this:
+    /// accuracy points for a classifier (0.02: two points), a relative RMSE increase for a
+    /// regressor (0.02: 2% higher).
+    #[serde(default = "default_max_accuracy_drop")]
+    pub max_accuracy_drop: f64,
+    /// Labels each version needs in a step before its quality is judged.
+    #[serde(default = "default_min_labels")]
+    pub min_labels: u64,
+}
+
+fn default_max_accuracy_drop() -> f64 {
+    0.02
+}
+
+fn default_min_labels() -> u64 {
+    50
 }
 
 impl Default for Gates {
@@ -107,6 +123,8 @@ impl Default for Gates {
             max_latency_ratio: 1.5,
             max_prediction_shift: 0.25,
             min_requests: 50,
+            max_accuracy_drop: default_max_accuracy_drop(),
+            min_labels: default_min_labels(),
         }
     }
 }
@@ -159,8 +177,11 @@ impl Canary {
         if !(g.max_prediction_shift > 0.0 && g.max_prediction_shift <= 1.0) {
             return Err("max prediction shift must be above 0 and at most 1".into());
         }
-        if g.min_requests == 0 {
-            return Err("min requests must be at least 1".into());
+        if g.min_requests == 0 || g.min_labels == 0 {
+            return Err("min requests and min labels must be at least 1".into());
+        }
+        if !(g.max_accuracy_drop >= 0.0 && g.max_accuracy_drop.is_finite()) {
+            return Err("max accuracy drop must be at least 0".into());
         }
         if arms != self.arms() {
             return Err("a canary deployment's arms are its baseline and its step".into());

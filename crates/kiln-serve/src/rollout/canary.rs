@@ -16,6 +16,7 @@ use std::time::Duration;
 use kiln_core::deploy::{Canary, Deployment, percent};
 use kiln_core::spec::Stage;
 use kiln_core::time::{Micros, format_duration, now_micros};
+use kiln_monitor::performance::Performance;
 use kiln_registry::{Event, ModelState};
 use tokio::task::JoinHandle;
 
@@ -88,9 +89,48 @@ pub enum Verdict {
     Promote(String),
 }
 
-/// The verdict on a step, if any yet: `baked` says whether its bake time is over.
-pub fn judge(c: &Canary, baseline: &ArmStats, canary: &ArmStats, baked: bool) -> Option<Verdict> {
+/// The quality of the baseline and the canary on the labels posted during a step.
+pub type Labelled = (Performance, Performance);
+
+/// Why the canary's quality is worse than the baseline's by more than the gate allows.
+fn quality_drop(c: &Canary, (base, can): &Labelled) -> Option<String> {
     let g = &c.gates;
+    if (base.count as u64) < g.min_labels || (can.count as u64) < g.min_labels {
+        return None;
+    }
+    match (base.accuracy, can.accuracy, base.rmse, can.rmse) {
+        (Some(b), Some(k), _, _) if k < b - g.max_accuracy_drop => Some(format!(
+            "accuracy {:.1}% vs {:.1}% for the baseline on {} and {} labels (at most {:.1} points less)",
+            k * 100.0,
+            b * 100.0,
+            can.count,
+            base.count,
+            g.max_accuracy_drop * 100.0
+        )),
+        (_, _, Some(b), Some(k)) if k > b * (1.0 + g.max_accuracy_drop) => Some(format!(
+            "RMSE {k:.4} vs {b:.4} for the baseline on {} and {} labels (at most {:.1}% more)",
+            can.count,
+            base.count,
+            g.max_accuracy_drop * 100.0
+        )),
+        _ => None,
+    }
+}
+
+/// The verdict on a step, if any yet: `baked` says whether its bake time is over; `labelled`
+/// is the two versions' quality on the labels posted during the step, when labels are on.
+pub fn judge(
+    c: &Canary,
+    baseline: &ArmStats,
+    canary: &ArmStats,
+    baked: bool,
+    labelled: Option<&Labelled>,
+) -> Option<Verdict> {
+    let g = &c.gates;
+    // Labels can arrive after the traffic: they are judged whenever there are enough.
+    if let Some(why) = labelled.and_then(|l| quality_drop(c, l)) {
+        return Some(Verdict::Rollback(why));
+    }
     if baseline.requests < g.min_requests || canary.requests < g.min_requests {
         return None;
     }
@@ -215,10 +255,12 @@ impl Canaries {
     }
 
     /// The verdicts due at `now`: (model, the event that started the judged step, verdict).
+    /// `labelled(model, canary, since)` gives the step's label comparison, when labels are on.
     pub fn verdicts(
         &self,
         models: &BTreeMap<String, ModelState>,
         now: Micros,
+        labelled: impl Fn(&str, &Canary, Micros) -> Option<Labelled>,
     ) -> Vec<(String, i64, Verdict)> {
         let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         watched
@@ -228,7 +270,8 @@ impl Canaries {
                 let c = canary(m)?;
                 let baked = now.saturating_sub(m.deployed_at)
                     >= (c.bake_seconds as i64).saturating_mul(1_000_000);
-                let v = judge(c, &w.stats[0], &w.stats[1], baked)?;
+                let l = labelled(name, c, m.deployed_at);
+                let v = judge(c, &w.stats[0], &w.stats[1], baked, l.as_ref())?;
                 Some((name.clone(), w.seq, v))
             })
             .collect()
@@ -259,7 +302,20 @@ pub(crate) fn spawn_judge(state: ServeState) -> JoinHandle<()> {
 async fn judge_once(state: &ServeState) -> Result<(), kiln_registry::RegistryError> {
     let snapshot = state.snapshot();
     state.canaries().follow(&snapshot.models);
-    for (name, seq, verdict) in state.canaries().verdicts(&snapshot.models, now_micros()) {
+    let now = now_micros();
+    let feedback = state.monitor().feedback();
+    let labelled = |name: &str, c: &Canary, since: Micros| {
+        let f = feedback?;
+        let window = Duration::from_micros(now.saturating_sub(since).max(1) as u64);
+        let quality = |v: u32| {
+            f.performance(name, Some(v), window, now)
+                .into_iter()
+                .next()
+                .map(|p| p.performance)
+        };
+        Some((quality(c.baseline)?, quality(c.version)?))
+    };
+    for (name, seq, verdict) in state.canaries().verdicts(&snapshot.models, now, labelled) {
         let recorded = state
             .append_if_unchanged(|s| {
                 let m = s.models.get(&name).filter(|m| m.deployed_seq == seq)?;
@@ -371,36 +427,89 @@ mod tests {
     fn a_canary_is_judged_on_errors_latency_and_predictions() {
         let good = arm(100, 0, 10, 0.5);
         // Too little traffic: no verdict, even baked.
-        assert_eq!(judge(&canary(0), &good, &arm(5, 5, 10, 0.5), true), None);
+        assert_eq!(
+            judge(&canary(0), &good, &arm(5, 5, 10, 0.5), true, None),
+            None
+        );
         // Worse on errors: rolled back at once, baked or not.
-        let v = judge(&canary(0), &good, &arm(100, 20, 10, 0.5), false);
+        let v = judge(&canary(0), &good, &arm(100, 20, 10, 0.5), false, None);
         assert!(
             matches!(&v, Some(Verdict::Rollback(r)) if r.contains("error rate 20.0% vs 0.0%")),
             "{v:?}"
         );
         // Slower at p99.
-        let v = judge(&canary(0), &good, &arm(100, 0, 30, 0.5), false);
+        let v = judge(&canary(0), &good, &arm(100, 0, 30, 0.5), false, None);
         assert!(
             matches!(&v, Some(Verdict::Rollback(r)) if r.contains("p99 latency 30.0 ms")),
             "{v:?}"
         );
         // Predicting something else.
-        let v = judge(&canary(0), &good, &arm(100, 0, 10, 0.9), false);
+        let v = judge(&canary(0), &good, &arm(100, 0, 10, 0.9), false, None);
         assert!(
             matches!(&v, Some(Verdict::Rollback(r)) if r.contains("Kolmogorov-Smirnov distance 1.000")),
             "{v:?}"
         );
         // As good: waits for the bake, then advances; after the last step, promotes.
         let same = arm(100, 1, 10, 0.5);
-        assert_eq!(judge(&canary(0), &good, &same, false), None);
+        assert_eq!(judge(&canary(0), &good, &same, false, None), None);
         assert!(matches!(
-            judge(&canary(0), &good, &same, true),
+            judge(&canary(0), &good, &same, true, None),
             Some(Verdict::Advance(_))
         ));
         assert!(matches!(
-            judge(&canary(1), &good, &same, true),
+            judge(&canary(1), &good, &same, true, None),
             Some(Verdict::Promote(_))
         ));
+    }
+
+    #[test]
+    fn labels_roll_back_a_canary_that_is_less_accurate() {
+        use kiln_monitor::performance::{Task, compute};
+        let labels = vec![1.0; 60];
+        let right = compute(Task::Binary, &[0.9; 60], &labels, 0.5);
+        let half: Vec<f64> = (0..60)
+            .map(|i| if i % 2 == 0 { 0.9 } else { 0.1 })
+            .collect();
+        let wrong = compute(Task::Binary, &half, &labels, 0.5);
+        let quiet = ArmStats::default();
+        // Judged on labels alone, before any traffic threshold or bake.
+        let v = judge(
+            &canary(0),
+            &quiet,
+            &quiet,
+            false,
+            Some(&(right.clone(), wrong.clone())),
+        );
+        assert!(
+            matches!(&v, Some(Verdict::Rollback(r)) if r.contains("accuracy 50.0% vs 100.0%")),
+            "{v:?}"
+        );
+        let v = judge(
+            &canary(0),
+            &quiet,
+            &quiet,
+            false,
+            Some(&(right.clone(), right.clone())),
+        );
+        assert_eq!(v, None);
+        // Too few labels: not judged.
+        let few = compute(Task::Binary, &[0.1; 10], &[1.0; 10], 0.5);
+        assert_eq!(
+            judge(&canary(0), &quiet, &quiet, false, Some(&(right, few))),
+            None
+        );
+        let reg = |err: f64| compute(Task::Regression, &vec![1.0 + err; 60], &vec![1.0; 60], 0.5);
+        let v = judge(
+            &canary(0),
+            &quiet,
+            &quiet,
+            false,
+            Some(&(reg(0.1), reg(0.2))),
+        );
+        assert!(
+            matches!(&v, Some(Verdict::Rollback(r)) if r.contains("RMSE 0.2000 vs 0.1000")),
+            "{v:?}"
+        );
     }
 
     #[test]

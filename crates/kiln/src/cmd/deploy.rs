@@ -84,6 +84,14 @@ struct SetArgs {
     /// Requests each version needs in a step before it is judged (default 50).
     #[arg(long)]
     min_requests: Option<u64>,
+    /// Roll back when, on the labels posted during a step, the canary's accuracy is lower by
+    /// more than this many points (a regressor: its RMSE higher by more than this many
+    /// percent); default 2.
+    #[arg(long)]
+    max_accuracy_drop: Option<f64>,
+    /// Labels each version needs in a step before its quality is judged (default 50).
+    #[arg(long)]
+    min_labels: Option<u64>,
     /// Why (recorded with the event).
     #[arg(long)]
     reason: Option<String>,
@@ -209,6 +217,10 @@ fn canary(m: &ModelState, version: u32, s: &SetArgs) -> anyhow::Result<Canary> {
                 .max_prediction_shift
                 .unwrap_or(defaults.max_prediction_shift),
             min_requests: s.min_requests.unwrap_or(defaults.min_requests),
+            max_accuracy_drop: s
+                .max_accuracy_drop
+                .map_or(defaults.max_accuracy_drop, |p| p / 100.0),
+            min_labels: s.min_labels.unwrap_or(defaults.min_labels),
         },
     })
 }

@@ -477,3 +477,53 @@ fn readiness_waits_for_every_deployed_version_to_load() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn labels_posted_during_a_step_roll_back_a_canary_that_is_further_off() {
+    let fake = FakeVersions::start();
+    let p = project(&fake);
+    ok(p.run(&["models", "promote", "m", "--version", "1"]));
+    // Only labels can judge this canary: far too few requests for the traffic gates, and an
+    // hour's bake.
+    ok(p.run(&[
+        "deploy",
+        "m",
+        "--canary",
+        "3",
+        "--steps",
+        "50",
+        "--bake",
+        "1h",
+        "--min-requests",
+        "100000",
+        "--min-labels",
+        "5",
+    ]));
+    let server = Server::start(&p.dir, &[]);
+    let addr = server.addr.clone();
+    // Every answer gets its label, 1.0: v1 predicts it exactly, v3 (predicting 3.0) is off.
+    let mut answered = [0usize; 4];
+    while answered[1] < 6 || answered[3] < 6 {
+        assert!(answered.iter().sum::<usize>() < 200, "{answered:?}");
+        let (status, body) = predict(&addr, &[]);
+        assert_eq!(status, 200, "{body}");
+        answered[answered_by(&body) as usize] += 1;
+        let id = body["request_id"].as_str().expect("a request id");
+        let (status, label) = post_to(
+            &addr,
+            "/v1/feedback",
+            json!({"model": "m", "request_id": id, "label": 1.0}),
+        );
+        assert_eq!(status, 200, "{label}");
+    }
+    drive(&addr, "the rollback", 10, |status, by| {
+        status == 200 && by == Some(1)
+    });
+    let h = history(&p);
+    let last = h.last().expect("a verdict");
+    assert!(
+        last.1
+            .starts_with("canary v3 at 50% rolled back: RMSE 2.0000 vs 0.0000"),
+        "{h:?}"
+    );
+}
