@@ -262,25 +262,25 @@ impl Canaries {
         now: Micros,
         labelled: impl Fn(&str, &Canary, Micros) -> Option<Labelled>,
     ) -> Vec<(String, i64, Verdict)> {
-        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        // Judged on a copy: requests being recorded do not wait for the sorting.
+        let watched: Vec<(String, i64, [ArmStats; 2])> = {
+            let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            w.iter()
+                .map(|(name, w)| (name.clone(), w.seq, w.stats.clone()))
+                .collect()
+        };
         watched
-            .iter()
-            .filter_map(|(name, w)| {
-                let m = models.get(name).filter(|m| m.deployed_seq == w.seq)?;
+            .into_iter()
+            .filter_map(|(name, seq, stats)| {
+                let m = models.get(&name).filter(|m| m.deployed_seq == seq)?;
                 let c = canary(m)?;
                 let baked = now.saturating_sub(m.deployed_at)
                     >= (c.bake_seconds as i64).saturating_mul(1_000_000);
-                let l = labelled(name, c, m.deployed_at);
-                let v = judge(c, &w.stats[0], &w.stats[1], baked, l.as_ref())?;
-                Some((name.clone(), w.seq, v))
+                let l = labelled(&name, c, m.deployed_at);
+                let v = judge(c, &stats[0], &stats[1], baked, l.as_ref())?;
+                Some((name, seq, v))
             })
             .collect()
-    }
-
-    /// The current step's traffic of a model's baseline and canary, if it has a canary.
-    pub fn stats(&self, model: &str) -> Option<[ArmStats; 2]> {
-        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        watched.get(model).map(|w| w.stats.clone())
     }
 }
 

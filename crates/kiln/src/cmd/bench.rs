@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -57,8 +58,12 @@ pub struct HttpArgs {
     #[arg(long)]
     pub url: String,
     /// File holding the JSON request body (POST); GET when absent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bodies")]
     pub body: Option<PathBuf>,
+    /// File of request bodies, one JSON document per line, sent in turn (cycling) over all
+    /// connections: e.g. to control how often a cache sees the same request.
+    #[arg(long)]
+    pub bodies: Option<PathBuf>,
     /// Concurrent connections, each sending its next request when the previous answered. A
     /// list (`1,8`) runs one measurement per value, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -145,17 +150,31 @@ async fn gen_data(ctx: &Ctx, a: GenArgs) -> anyhow::Result<()> {
 
 async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
     let url = Arc::new(Url::parse(&a.url)?);
-    let body = match &a.body {
-        Some(p) => Some(Bytes::from(
-            std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        )),
-        None => None,
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let all = match (&a.body, &a.bodies) {
+        (Some(p), _) => vec![Bytes::from(read(p)?)],
+        (None, Some(p)) => {
+            let lines: Vec<Bytes> = read(p)?
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(Bytes::copy_from_slice)
+                .collect();
+            if lines.is_empty() {
+                anyhow::bail!("{}: no request bodies in it", p.display());
+            }
+            lines
+        }
+        (None, None) => Vec::new(),
+    };
+    let body = Bodies {
+        all: Arc::new(all),
+        next: Arc::new(AtomicUsize::new(0)),
     };
     let duration = Duration::from_secs(parse_duration(&a.duration)?);
     let warmup = Duration::from_secs(parse_duration(&a.warmup)?);
     // Check the endpoint answers successfully before measuring anything.
     let mut probe = Conn::open(&url.authority).await?;
-    let (status, bytes) = send(&mut probe, &url, &body).await?;
+    let (status, bytes) = send(&mut probe, &url, body.next()).await?;
     if !status.is_success() {
         anyhow::bail!(
             "{} answered {status}: {}",
@@ -197,11 +216,28 @@ async fn http(ctx: &Ctx, a: HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What requests send: nothing (GET), one body, or several in turn.
+#[derive(Clone)]
+struct Bodies {
+    all: Arc<Vec<Bytes>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Bodies {
+    fn next(&self) -> Option<Bytes> {
+        if self.all.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        Some(self.all[i].clone())
+    }
+}
+
 /// Closed-loop load: each connection sends its next request when the previous one answered.
 /// Requests started during the warm-up are not counted.
 async fn measure(
     url: &Arc<Url>,
-    body: &Option<Bytes>,
+    body: &Bodies,
     connections: usize,
     warmup: Duration,
     duration: Duration,
@@ -221,7 +257,7 @@ async fn measure(
                 if t0 >= stop {
                     break;
                 }
-                let ok = matches!(send(&mut conn, &url, &body).await, Ok((s, _)) if s.is_success());
+                let ok = matches!(send(&mut conn, &url, body.next()).await, Ok((s, _)) if s.is_success());
                 if t0 >= measure_from {
                     if ok {
                         lat.push(t0.elapsed().as_nanos() as u64);
@@ -267,10 +303,10 @@ async fn measure(
 async fn send(
     conn: &mut Conn,
     url: &Url,
-    body: &Option<Bytes>,
+    body: Option<Bytes>,
 ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
     match body {
-        Some(b) => conn.request(Method::POST, &url.path, b.clone()).await,
+        Some(b) => conn.request(Method::POST, &url.path, b).await,
         None => conn.request(Method::GET, &url.path, Bytes::new()).await,
     }
 }

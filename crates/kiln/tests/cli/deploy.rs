@@ -330,12 +330,21 @@ fn drive(addr: &str, what: &str, n: usize, done: impl Fn(u16, Option<u32>) -> bo
     }
 }
 
-/// Sends requests until the canary `version` is live, then until only `then` answers.
-fn drive_until_only(addr: &str, canary: u32, then: u32, what: &str) {
-    drive(addr, &format!("{what} to be live"), 1, |status, by| {
-        status != 200 || by == Some(canary)
-    });
-    drive(addr, what, 10, |status, by| {
+/// Sends requests until `m`'s latest routing change is `change` (a canary's verdict), then
+/// until only `then` answers.
+fn drive_until_change(p: &Project, addr: &str, change: &str, then: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while history(p).last().map(|h| h.0.as_str()) != Some(change) {
+        assert!(
+            Instant::now() < deadline,
+            "no {change:?} in {:?}",
+            history(p)
+        );
+        for _ in 0..10 {
+            predict(addr, &[]);
+        }
+    }
+    drive(addr, &format!("only v{then}"), 10, |status, by| {
         status == 200 && by == Some(then)
     });
 }
@@ -369,7 +378,7 @@ fn canaries_are_rolled_back_when_worse_and_promoted_step_by_step_when_not() {
         text.contains("canary v2 vs v1: step 1 of 1 (50%), 1h bake each"),
         "{text}"
     );
-    drive_until_only(&addr, 2, 1, "the failing canary");
+    drive_until_change(&p, &addr, "v1=100%", 1);
     let h = history(&p);
     let last = h.last().expect("a verdict");
     assert_eq!(last.0, "v1=100%", "{h:?}");
@@ -395,7 +404,7 @@ fn canaries_are_rolled_back_when_worse_and_promoted_step_by_step_when_not() {
         "--max-latency-ratio",
         "100",
     ]));
-    drive_until_only(&addr, 3, 1, "the shifted canary");
+    drive_until_change(&p, &addr, "v1=100%", 1);
     let h = history(&p);
     assert!(
         h.last()
@@ -422,7 +431,7 @@ fn canaries_are_rolled_back_when_worse_and_promoted_step_by_step_when_not() {
         "--max-latency-ratio",
         "100",
     ]));
-    drive_until_only(&addr, 3, 3, "the healthy canary");
+    drive_until_change(&p, &addr, "v3 promoted to production", 3);
     let h = history(&p);
     let n = h.len();
     assert!(
@@ -516,9 +525,7 @@ fn labels_posted_during_a_step_roll_back_a_canary_that_is_further_off() {
         );
         assert_eq!(status, 200, "{label}");
     }
-    drive(&addr, "the rollback", 10, |status, by| {
-        status == 200 && by == Some(1)
-    });
+    drive_until_change(&p, &addr, "v1=100%", 1);
     let h = history(&p);
     let last = h.last().expect("a verdict");
     assert!(
