@@ -130,22 +130,24 @@ async fn predict_recorded(
     let req: PredictRequest = serde_json::from_slice(&body)
         .map_err(|e| OipError::bad_request(format!("invalid predict request: {e}")))?;
     let snapshot = state.snapshot();
-    // The request's entities are its caller key for a deployment sticky by entity.
-    let n_keys = req
-        .entities
-        .values()
-        .filter_map(Value::as_array)
-        .map(Vec::len)
-        .max()
-        .unwrap_or(0);
-    let keys = entity_keys(&req.entities, n_keys);
+    // Under a deployment, the request's entity keys are its caller key (sticky by entity)
+    // and go with its shadow copies to the prediction log.
+    let keys = snapshot.routers.contains_key(name).then(|| {
+        let n = req
+            .entities
+            .values()
+            .filter_map(Value::as_array)
+            .map(Vec::len)
+            .max();
+        entity_keys(&req.entities, n.unwrap_or(0))
+    });
     let routed = crate::rollout::route(
         &snapshot.models,
         &snapshot.routers,
         name,
         req.version,
         headers,
-        Some(&keys.join("\n")),
+        keys.as_ref().map(|k| k.join("\n")).as_deref(),
     )?;
     let spec = routed.spec;
     *labels = ModelLabels::new(&spec.name, spec.version);
@@ -255,7 +257,13 @@ async fn predict_recorded(
     let monitor = state.monitor();
     let logged = monitor.wants_predictions().then(|| rows.clone());
     let request_id = monitor.new_request_id();
-    crate::rollout::shadow::mirror(state, &routed.shadow, &rows, Some(&request_id), Some(&keys));
+    crate::rollout::shadow::mirror(
+        state,
+        &routed.shadow,
+        &rows,
+        Some(&request_id),
+        keys.as_deref(),
+    );
     *rows_scored = Some(n);
     let scored = state.models().score(&snapshot.models, &model, rows).await?;
     state.metrics().scored(labels, &scored);

@@ -135,14 +135,14 @@ fn deployment(m: &ModelState, s: &SetArgs) -> anyhow::Result<Deployment> {
             m.name
         );
     }
-    let arms = match (&s.version, &s.split) {
-        _ if canary.is_some() => canary.as_ref().map(Canary::arms).unwrap_or_default(),
-        (Some(v), _) => vec![Arm {
+    let arms = match (&canary, &s.version, &s.split) {
+        (Some(c), _, _) => c.arms(),
+        (None, Some(v), _) => vec![Arm {
             version: *v,
             weight: FULL,
         }],
-        (None, Some(split)) => parse_split(split)?,
-        (None, None) => match &current {
+        (None, None, Some(split)) => parse_split(split)?,
+        (None, None, None) => match &current {
             Some(d) => d.arms.clone(),
             None => vec![Arm {
                 version: answering(m)?,
