@@ -377,11 +377,8 @@ fn infer_as(addr: &str, key: &str, model: &str, rows: &[[f64; 3]]) -> (u16, Stri
     (status, head, body)
 }
 
-#[test]
-fn keys_are_rate_limited_apart_and_a_draining_server_finishes_what_it_started() {
-    let fake = FakeModel::start();
-    let p = init(&[]);
-    ok(p.run(&["apply"]));
+/// Registers `name` as a remote model served by `fake`, with inputs a, b and c.
+fn register_fake(p: &Project, fake: &FakeModel, name: &str) {
     p.write(
         "remote.toml",
         &format!("url = \"http://{}/v2/models/m/infer\"\n", fake.addr),
@@ -390,7 +387,7 @@ fn keys_are_rate_limited_apart_and_a_draining_server_finishes_what_it_started() 
     ok(p.run(&[
         "models",
         "register",
-        "slow",
+        name,
         "--path",
         remote.to_str().expect("utf-8"),
         "--format",
@@ -398,6 +395,14 @@ fn keys_are_rate_limited_apart_and_a_draining_server_finishes_what_it_started() 
         "--features",
         "a,b,c",
     ]));
+}
+
+#[test]
+fn keys_are_rate_limited_apart_and_a_draining_server_finishes_what_it_started() {
+    let fake = FakeModel::start();
+    let p = init(&[]);
+    ok(p.run(&["apply"]));
+    register_fake(&p, &fake, "slow");
     let config = p.read("kiln.toml");
     p.write(
         "kiln.toml",
@@ -477,25 +482,7 @@ fallback = [\"value:0.5\"]
 fn a_prediction_cache_answers_repeated_rows_without_calling_the_model() {
     let fake = FakeModel::start();
     let p = init(&[]);
-    p.write(
-        "remote.toml",
-        &format!(
-            "url = \"http://{}/v2/models/m/infer\"\nprotocol = \"oip\"\n",
-            fake.addr
-        ),
-    );
-    let remote = p.dir.join("remote.toml");
-    ok(p.run(&[
-        "models",
-        "register",
-        "cached",
-        "--path",
-        remote.to_str().expect("utf-8"),
-        "--format",
-        "remote",
-        "--features",
-        "a,b,c",
-    ]));
+    register_fake(&p, &fake, "cached");
     let config = p.read("kiln.toml");
     p.write(
         "kiln.toml",
