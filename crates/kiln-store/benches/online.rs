@@ -1,6 +1,7 @@
 //! Online store reads: one key and 100 keys per `get_many`, from 100,000 stored rows of the
 //! driver-stats shape (4 feature values), on the embedded redb store, on Redis and on a
-//! 3-primary Redis Cluster (loopback, started from `redis-server`). The Redis backends run when
+//! 3-primary Redis Cluster (loopback, started from `redis-server`), and on Redis behind the
+//! serving cache (`CachedStore`, warmed: the "Redis with L1" figure). The Redis backends run when
 //! `KILN_TEST_REDIS_URL` is set (`redis://127.0.0.1:6379/0` on the project's machines).
 //! Run with `KILN_TEST_REDIS_URL=redis://127.0.0.1:6379/0 cargo bench -p kiln-store --features
 //! redis --bench online`.
@@ -141,6 +142,49 @@ fn cluster() -> Option<&'static Backend> {
     .as_ref()
 }
 
+/// Redis behind the serving cache (`CachedStore`), warmed: every stored key read once and the
+/// filter of known entities built, so reads are cache hits and unknown keys filter hits.
+#[cfg(feature = "redis")]
+fn redis_l1() -> Option<&'static Backend> {
+    static B: OnceLock<Option<Backend>> = OnceLock::new();
+    B.get_or_init(|| {
+        let url = std::env::var("KILN_TEST_REDIS_URL").ok()?;
+        redis()?; // filled there, under the same key prefix
+        let rt = runtime();
+        let redis = rt
+            .block_on(kiln_store::online::RedisStore::connect(
+                &url,
+                &redis_options(),
+            ))
+            .expect("redis");
+        let store = kiln_store::online::CachedStore::new(
+            std::sync::Arc::new(redis),
+            kiln_store::online::CacheSettings {
+                rows: 2 * KEYS,
+                ttl: std::time::Duration::from_secs(3_600),
+                refresh_after: None,
+            },
+        );
+        store.sync_views([kiln_store::online::ViewPolicy {
+            name: VIEW.into(),
+            ttl_seconds: 0,
+            mark: (1, 0),
+            filter: true,
+        }]);
+        rt.block_on(store.rebuild_filter(VIEW)).expect("filter");
+        let all: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
+        for chunk in all.chunks(512) {
+            rt.block_on(store.get_many(VIEW, chunk)).expect("warm");
+        }
+        Some(Backend {
+            rt,
+            store: Box::new(store),
+            _guard: None,
+        })
+    })
+    .as_ref()
+}
+
 /// `n` keys spread over the stored ones (a few unknown), different on every call.
 fn keys(n: u64, call: u64) -> Vec<Vec<u8>> {
     (0..n)
@@ -180,4 +224,10 @@ fn redis_get_many(bencher: divan::Bencher, n: u64) {
 #[divan::bench(args = [1, 100])]
 fn redis_cluster_get_many(bencher: divan::Bencher, n: u64) {
     bench_reads(bencher, cluster(), n);
+}
+
+#[cfg(feature = "redis")]
+#[divan::bench(args = [1, 100])]
+fn redis_with_l1_get_many(bencher: divan::Bencher, n: u64) {
+    bench_reads(bencher, redis_l1(), n);
 }

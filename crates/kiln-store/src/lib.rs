@@ -13,5 +13,6 @@ pub mod artifacts;
 mod error;
 pub mod offline;
 pub mod online;
+pub mod shared;
 
 pub use error::StoreError;

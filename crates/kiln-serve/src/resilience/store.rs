@@ -70,6 +70,10 @@ impl OnlineStore for GuardedStore {
         Box::pin(self.guard(|| self.inner.count(view)))
     }
 
+    fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>> {
+        Box::pin(self.guard(|| self.inner.keys(view)))
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -125,6 +129,10 @@ mod tests {
 
         fn count<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
             self.up.count(view)
+        }
+
+        fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>> {
+            self.up.keys(view)
         }
 
         fn describe(&self) -> String {

@@ -81,6 +81,15 @@ impl OnlineStore for MemoryStore {
         Box::pin(async move { Ok(self.read().get(view).map_or(0, |t| t.len() as u64)) })
     }
 
+    fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .read()
+                .get(view)
+                .map_or_else(Vec::new, |t| t.keys().cloned().collect()))
+        })
+    }
+
     fn describe(&self) -> String {
         "memory".to_string()
     }

@@ -9,6 +9,7 @@
 //! created timestamp) is not older. That makes materialization idempotent and order-free: a
 //! re-run, an overlapping window or a crash followed by a retry all converge on the same state.
 
+mod cached;
 mod memory;
 mod redb_store;
 #[cfg(feature = "redis")]
@@ -21,6 +22,7 @@ use kiln_core::Value;
 use kiln_core::time::Micros;
 use kiln_core::value::{ValueReader, ValueWriter};
 
+pub use cached::{CacheCounts, CacheSettings, CachedStore, ViewPolicy};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 #[cfg(feature = "redis")]
@@ -158,6 +160,10 @@ pub trait OnlineStore: Send + Sync {
 
     /// Counts the rows stored for a view.
     fn count<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Every entity key stored for a view, in no particular order: a walk of the whole view
+    /// (to build the serving cache's filter of known entities), never a per-request call.
+    fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>>;
 
     /// For messages: which backend and where (`redb at .kiln/online.redb`).
     fn describe(&self) -> String;

@@ -304,6 +304,28 @@ impl OnlineStore for RedbStore {
         })
     }
 
+    fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>> {
+        let me = self.clone();
+        let view = view.to_string();
+        Box::pin(async move {
+            blocking(self, move || {
+                let txn = me.db.begin_read().map_err(|e| me.err(e))?;
+                let table = match txn.open_table(table_def(&view)) {
+                    Ok(t) => t,
+                    Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(me.err(e)),
+                };
+                let mut out = Vec::with_capacity(table.len().map_err(|e| me.err(e))? as usize);
+                for entry in table.iter().map_err(|e| me.err(e))? {
+                    let (key, _) = entry.map_err(|e| me.err(e))?;
+                    out.push(key.value().to_vec());
+                }
+                Ok(out)
+            })
+            .await
+        })
+    }
+
     fn describe(&self) -> String {
         format!("redb at {}", self.path.display())
     }

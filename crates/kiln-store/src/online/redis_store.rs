@@ -19,7 +19,7 @@
 //!   while reads would still serve it (they report it expired from `event time + ttl` on), and
 //!   at most a ttl after it was written, so Redis reclaims what no read can use. Views with
 //!   ttl 0 never expire.
-//! - `count` and `delete_view` walk the view's keys with `SCAN` on every primary: maintenance
+//! - `count`, `keys` and `delete_view` walk the view's keys with `SCAN` on every primary: maintenance
 //!   operations whose cost grows with the store, never on the serving path.
 
 use std::time::Duration;
@@ -33,6 +33,11 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value, cmd, pipe};
 
 use super::{BoxFuture, OnlineStore, StoredRow, ViewTable, WriteSummary};
 use crate::StoreError;
+use crate::shared::SharedCache;
+
+/// What the shared cache's keys start with after the prefix: a `#` cannot be in a view name, so
+/// they never meet a view's keys (`PREFIX:VIEW:`).
+const SHARED_CACHE: &str = "#cache:";
 
 /// Keys per `MGET` and per script call.
 pub const CHUNK: usize = 512;
@@ -263,11 +268,17 @@ impl RedisStore {
         Ok(Some(out))
     }
 
-    /// Walks every key of `view` on every server, unlinking them if `delete`; returns how many
-    /// there were.
-    async fn scan_view(&self, view: &str, delete: bool) -> Result<u64, StoreError> {
+    /// Walks every key of `view` on every server, unlinking them if `delete`, handing each
+    /// page of keys (view prefix removed) to `visit`; returns how many there were.
+    async fn scan_view(
+        &self,
+        view: &str,
+        delete: bool,
+        visit: &mut (dyn FnMut(&[Vec<u8>]) + Send),
+    ) -> Result<u64, StoreError> {
         let mut seen = 0u64;
-        let pattern = format!("{}*", glob_escape(&self.view_prefix(view)));
+        let prefix = self.view_prefix(view);
+        let pattern = format!("{}*", glob_escape(&prefix));
         let nodes: Vec<Option<(String, u16)>> = match self.primaries().await? {
             None => vec![None],
             Some(p) => p.into_iter().map(Some).collect(),
@@ -295,6 +306,11 @@ impl RedisStore {
                     .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from))
                     .map_err(|e| self.error("SCAN", e))?;
                 seen += keys.len() as u64;
+                let stripped: Vec<Vec<u8>> = keys
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(prefix.as_bytes()).map(<[u8]>::to_vec))
+                    .collect();
+                visit(&stripped);
                 if delete && !keys.is_empty() {
                     cmd("UNLINK")
                         .arg(keys)
@@ -443,11 +459,23 @@ impl OnlineStore for RedisStore {
     }
 
     fn delete_view<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.scan_view(view, true).await.map(drop) })
+        Box::pin(async move { self.scan_view(view, true, &mut |_| {}).await.map(drop) })
     }
 
     fn count<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.scan_view(view, false))
+        Box::pin(async move { self.scan_view(view, false, &mut |_| {}).await })
+    }
+
+    fn keys<'a>(&'a self, view: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            self.scan_view(view, false, &mut |page| out.extend_from_slice(page))
+                .await?;
+            // SCAN may return a key more than once (a rehash during the walk).
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        })
     }
 
     fn describe(&self) -> String {
@@ -531,6 +559,43 @@ fn cluster_primaries(reply: &Value) -> Result<Vec<(String, u16)>, String> {
             }
         })
         .collect()
+}
+
+impl SharedCache for RedisStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            cmd("GET")
+                .arg(format!("{}{SHARED_CACHE}{key}", self.prefix))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| self.error("reading the shared cache", e))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            cmd("SET")
+                .arg(format!("{}{SHARED_CACHE}{key}", self.prefix))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(|e| self.error("writing the shared cache", e))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "redis at {} (keys {}{SHARED_CACHE}*)",
+            self.location, self.prefix
+        )
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub(crate) async fn conformance(store: &dyn OnlineStore) {
         .expect("write");
     assert_eq!(s.written, 1);
     assert_eq!(store.count("driver_stats").await.expect("count"), 3);
+    let mut listed = store.keys("driver_stats").await.expect("keys");
+    listed.sort();
+    let mut expected = keys[..3].to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(store.keys("no_such_view").await.expect("keys").is_empty());
 
     // Views are separate tables.
     store
@@ -105,6 +111,12 @@ pub(crate) async fn conformance(store: &dyn OnlineStore) {
             .zip(&many)
             .all(|(r, k)| r.as_ref().map(|r| r.payload[0]) == Some(k[1]))
     );
+    // A walk of more keys than one page of a networked store's scan.
+    let mut listed = store.keys("big").await.expect("keys");
+    listed.sort();
+    let mut expected = many.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
 
     store.delete_view("driver_stats").await.expect("delete");
     assert_eq!(store.count("driver_stats").await.expect("count"), 0);

@@ -213,6 +213,13 @@ impl kiln_store::online::OnlineStore for Unreachable {
         self.up.count(view)
     }
 
+    fn keys<'a>(
+        &'a self,
+        view: &'a str,
+    ) -> kiln_store::online::BoxFuture<'a, Result<Vec<Vec<u8>>, kiln_store::StoreError>> {
+        self.up.keys(view)
+    }
+
     fn describe(&self) -> String {
         "unreachable at first".into()
     }
