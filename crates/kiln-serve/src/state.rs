@@ -46,6 +46,9 @@ pub struct ServeOptions {
     pub drain_delay: Duration,
     /// ...then requests in flight get at most this long to finish.
     pub drain_timeout: Duration,
+    /// The online-feature cache, when the store given to [`ServeState::new`] is behind one:
+    /// kept in line with the registry, and counted in `/metrics`.
+    pub feature_cache: Option<crate::cache::features::FeatureCache>,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +67,7 @@ impl Default for ServeOptions {
             rate_limit: None,
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            feature_cache: None,
         }
     }
 }
@@ -121,6 +125,7 @@ pub(crate) struct Inner {
     drain_timeout: Duration,
     shadow_slots: Arc<tokio::sync::Semaphore>,
     canaries: crate::rollout::canary::Canaries,
+    feature_cache: Option<crate::cache::features::FeatureCache>,
 }
 
 impl ServeState {
@@ -136,6 +141,9 @@ impl ServeState {
         let alerts = options.alerts;
         let mut monitor_options = options.monitor;
         monitor_options.track_requests |= alerts.is_some();
+        if let Some(cache) = &options.feature_cache {
+            cache.sync(&state);
+        }
         let state = ServeState {
             inner: Arc::new(Inner {
                 snapshot: RwLock::new(Arc::new(Snapshot::of(&state))),
@@ -164,6 +172,7 @@ impl ServeState {
                     crate::rollout::shadow::MAX_IN_FLIGHT,
                 )),
                 canaries: Default::default(),
+                feature_cache: options.feature_cache,
             }),
         };
         if let Some(plan) = alerts {
@@ -270,6 +279,11 @@ impl ServeState {
         self.inner.store.as_ref()
     }
 
+    /// The online-feature cache, when configured.
+    pub fn feature_cache(&self) -> Option<&crate::cache::features::FeatureCache> {
+        self.inner.feature_cache.as_ref()
+    }
+
     /// Replays registry events appended since the last refresh; swaps the catalog if any.
     pub async fn refresh(&self) -> Result<bool, kiln_registry::RegistryError> {
         let Some(registry) = &self.inner.registry else {
@@ -278,6 +292,9 @@ impl ServeState {
         let mut state = self.inner.registry_state.lock().await;
         let changed = registry.refresh(&mut state).await?;
         if changed {
+            if let Some(cache) = &self.inner.feature_cache {
+                cache.sync(&state);
+            }
             let snapshot = Arc::new(Snapshot::of(&state));
             // A promoted version is loaded before it is served: the switch is one pointer swap.
             self.models().preload(&snapshot.models).await;

@@ -76,6 +76,33 @@ impl Project {
         })
     }
 
+    /// The prediction cache's shared level, on its own connection to the online store's Redis,
+    /// when a model's `prediction_cache` asks for it (the configuration checked that the
+    /// online store is on Redis).
+    pub async fn shared_cache(
+        &self,
+    ) -> anyhow::Result<Option<kiln_serve::cache::prediction::SharedLevel>> {
+        if self.config.serve.shared_prediction_caches().is_empty() {
+            return Ok(None);
+        }
+        #[cfg(feature = "redis")]
+        {
+            let c = &self.config.online_store;
+            let options = self.redis_options();
+            let store = match c.kind {
+                OnlineStoreType::RedisCluster => {
+                    RedisStore::connect_cluster(&c.nodes, &options).await?
+                }
+                _ => RedisStore::connect(&c.url, &options).await?,
+            };
+            Ok(Some(kiln_serve::cache::prediction::SharedLevel(Arc::new(
+                store,
+            ))))
+        }
+        #[cfg(not(feature = "redis"))]
+        anyhow::bail!("prediction_cache.shared: this kiln was built without the `redis` feature")
+    }
+
     #[cfg(feature = "redis")]
     fn redis_options(&self) -> RedisOptions {
         let c = &self.config.online_store;
@@ -147,6 +174,7 @@ impl Project {
             drain_timeout: std::time::Duration::from_secs(kiln_core::time::parse_duration(
                 &s.drain_timeout,
             )?),
+            feature_cache: None, // wraps the store: `kiln serve` sets it up with the store
         })
     }
 

@@ -1,5 +1,6 @@
-//! Caching on the serving path: [`prediction`], a model version's answers kept in process.
-//! (Not built yet, issue #6: a second level in Redis, the online-feature cache with
-//! refresh-ahead, and the negative cache of unknown entities.)
+//! Caching on the serving path: [`prediction`], a model version's answers kept in process,
+//! and [`features`], the online-feature cache in front of the online store. (Not built yet,
+//! issue #6: the prediction cache's second level in Redis.)
 
+pub mod features;
 pub mod prediction;

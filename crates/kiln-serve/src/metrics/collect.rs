@@ -1,7 +1,8 @@
 //! Values read when `/metrics` is scraped rather than counted on the request path: the event
 //! bus's per-subscriber counts, the prediction log's and feedback's counters, model performance
 //! over the configured window, each feature view's materialization lag, the circuit
-//! breakers' states (the online store's and each loaded model version's) and model retries.
+//! breakers' states (the online store's and each loaded model version's), model retries and
+//! the caches' counts.
 
 use std::sync::atomic::Ordering;
 
@@ -32,10 +33,33 @@ impl ServeMetrics {
                 self.counter(&RETRIES_DENIED, &labels).absolute(b.denied());
             }
             if let Some(c) = m.prediction_cache() {
-                for (result, n) in [("hit", c.hits()), ("miss", c.misses())] {
-                    self.counter(&PREDICTION_CACHE, &[m.spec.name.as_str(), &version, result])
+                let labels = [m.spec.name.as_str(), &version];
+                for (result, n) in [
+                    ("hit", c.hits()),
+                    ("shared_hit", c.shared_hits()),
+                    ("miss", c.misses()),
+                ] {
+                    self.counter(&PREDICTION_CACHE, &[labels[0], labels[1], result])
                         .absolute(n);
                 }
+                self.counter(&PREDICTION_CACHE_SHARED_ERRORS, &labels)
+                    .absolute(c.shared_errors());
+            }
+        }
+        if let Some(cache) = state.feature_cache() {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            for (view, c) in cache.store().counts() {
+                for (result, n) in [
+                    ("hit", &c.hits),
+                    ("stale", &c.stale),
+                    ("miss", &c.misses),
+                    ("negative", &c.negative),
+                ] {
+                    self.counter(&FEATURE_CACHE, &[view.as_str(), result])
+                        .absolute(load(n));
+                }
+                self.counter(&FEATURE_CACHE_REFRESHED, &[view.as_str()])
+                    .absolute(load(&c.refreshed));
             }
         }
         if let Some(limits) = state.rate_limits() {

@@ -383,12 +383,33 @@ pub const PREDICTION_CACHE: MetricDef = MetricDef {
     name: "kiln_prediction_cache_total",
     kind: Kind::Counter,
     labels: &["model", "version", "result"],
-    help: "Inference calls of a model version with a prediction cache, by result: hit (answered from the cache, or by an identical call in flight) or miss (the model was called).",
+    help: "Inference calls of a model version with a prediction cache, by result: hit (answered from the cache, or by an identical call in flight), shared_hit (from the fleet's shared level in Redis) or miss (the model was called).",
+    buckets: &[],
+};
+pub const PREDICTION_CACHE_SHARED_ERRORS: MetricDef = MetricDef {
+    name: "kiln_prediction_cache_shared_errors_total",
+    kind: Kind::Counter,
+    labels: &["model", "version"],
+    help: "Reads and writes of the prediction cache's shared level (Redis) that failed or took longer than 25 ms (the model was called instead).",
+    buckets: &[],
+};
+pub const FEATURE_CACHE: MetricDef = MetricDef {
+    name: "kiln_feature_cache_total",
+    kind: Kind::Counter,
+    labels: &["view", "result"],
+    help: "Online feature lookups through the feature cache, per entity key, by result: hit (from the cache), stale (from the cache past refresh_after, re-read in the background), miss (read from the store) or negative (unknown to the filter of known entities, answered absent without a store read).",
+    buckets: &[],
+};
+pub const FEATURE_CACHE_REFRESHED: MetricDef = MetricDef {
+    name: "kiln_feature_cache_refreshed_total",
+    kind: Kind::Counter,
+    labels: &["view"],
+    help: "Entity keys the feature cache re-read in the background because they were read past refresh_after (refresh-ahead).",
     buckets: &[],
 };
 
 /// Every metric `kiln serve` exports.
-pub const ALL: [&MetricDef; 50] = [
+pub const ALL: [&MetricDef; 53] = [
     &INFERENCE_REQUESTS,
     &INFERENCE_DURATION,
     &INFERENCE_QUEUE_DURATION,
@@ -434,6 +455,9 @@ pub const ALL: [&MetricDef; 50] = [
     &RATE_LIMITED,
     &SHADOW_DROPPED,
     &PREDICTION_CACHE,
+    &PREDICTION_CACHE_SHARED_ERRORS,
+    &FEATURE_CACHE,
+    &FEATURE_CACHE_REFRESHED,
     &PROCESS_CPU,
     &PROCESS_RSS,
     &PROCESS_FDS,

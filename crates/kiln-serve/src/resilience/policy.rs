@@ -96,7 +96,7 @@ impl ModelPolicy {
         let prediction_cache = self
             .prediction_cache
             .as_ref()
-            .map(|s| Arc::new(PredictionCache::new(s)));
+            .map(|s| Arc::new(PredictionCache::new(s, what)));
         if let Some(c) = &prediction_cache {
             service = ScoreService::new(PredictionCacheLayer::new(c.clone()).layer(service));
         }

@@ -42,6 +42,21 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
     let registry = project.registry().await?;
     let state = registry.state().await?;
     let mut options = project.serve_options()?;
+    if let Some(shared) = project.shared_cache().await? {
+        let s = &project.config.serve;
+        for model in s.shared_prediction_caches() {
+            let policy = match model {
+                None => &mut options.resilience,
+                Some(m) => options
+                    .model_resilience
+                    .get_mut(m)
+                    .context("a model's resilience settings")?,
+            };
+            if let Some(c) = &mut policy.prediction_cache {
+                c.shared = Some(shared.clone());
+            }
+        }
+    }
     let mut store = project.online_store().await?;
     if let Some(settings) = project
         .config
@@ -58,6 +73,28 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
         store = Arc::new(kiln_serve::resilience::GuardedStore::new(store, breaker));
     }
     let streams = crate::streaming::streamed(project, &state, &[])?;
+    if let Some(cache) = &project.config.online_store.cache
+        && let Some((settings, known_entities)) = cache
+            .settings()
+            .map_err(|e| anyhow::anyhow!(e.join("; ")))?
+    {
+        // Outside the breaker: a hit needs no store. Embedded streams write through it.
+        let cached = kiln_store::online::CachedStore::new(store, settings);
+        store = Arc::new(cached.clone());
+        let streamed_here = if project.config.stream.embedded {
+            streams
+                .iter()
+                .flat_map(|s| s.views.iter().map(|v| v.name.clone()))
+                .collect()
+        } else {
+            Default::default()
+        };
+        options.feature_cache = Some(kiln_serve::cache::features::FeatureCache::new(
+            cached,
+            known_entities,
+            streamed_here,
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut connectors = Vec::new();
     if !streams.is_empty() {

@@ -142,6 +142,80 @@ pub struct OnlineStoreConfig {
     /// `kiln serve`'s circuit breaker in front of the store.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// `kiln serve`'s cache of online rows in front of the store (none when absent).
+    #[serde(default)]
+    pub cache: Option<OnlineCacheConfig>,
+}
+
+/// `[online_store.cache]`: rows read by `kiln serve` kept in process (docs/configuration.md,
+/// "Online feature cache").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineCacheConfig {
+    /// Rows (or absences) kept at most, over all views (default 1000000; 0: no cache).
+    pub rows: Option<u64>,
+    /// The longest a row is used, and never longer than its view's ttl (default 5s).
+    pub ttl: Option<String>,
+    /// A row read later than this after it was read from the store is re-read in the
+    /// background (default: three quarters of `ttl`; "0": never).
+    pub refresh_after: Option<String>,
+    /// A filter of each view's known entities, so unknown ones cost no store read (default
+    /// true).
+    pub known_entities: Option<bool>,
+}
+
+impl OnlineCacheConfig {
+    /// The cache's settings and whether to keep filters of known entities; `None` when
+    /// `rows` is 0.
+    pub fn settings(
+        &self,
+    ) -> Result<Option<(kiln_store::online::CacheSettings, bool)>, Vec<String>> {
+        use std::time::Duration;
+        let mut errors = Vec::new();
+        let mut seconds = |key: &str, text: &str| match kiln_core::time::parse_duration(text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(format!("online_store.cache.{key}: {e}"));
+                None
+            }
+        };
+        let ttl = seconds("ttl", self.ttl.as_deref().unwrap_or("5s"));
+        let refresh = self
+            .refresh_after
+            .as_deref()
+            .map(|text| seconds("refresh_after", text));
+        if ttl == Some(0) {
+            errors.push("online_store.cache.ttl: must be at least 1s".into());
+        }
+        if let (Some(ttl), Some(Some(refresh))) = (ttl, refresh)
+            && refresh >= ttl
+        {
+            errors.push(format!(
+                "online_store.cache.refresh_after: {refresh}s is not shorter than ttl ({ttl}s); \
+                 a row is re-read before it expires, or never (\"0\")"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let ttl = Duration::from_secs(ttl.unwrap_or(5));
+        let refresh_after = match refresh {
+            None => Some(ttl * 3 / 4),
+            Some(Some(0)) => None,
+            Some(s) => s.map(Duration::from_secs),
+        };
+        Ok(match self.rows.unwrap_or(1_000_000) {
+            0 => None,
+            rows => Some((
+                kiln_store::online::CacheSettings {
+                    rows,
+                    ttl,
+                    refresh_after,
+                },
+                self.known_entities.unwrap_or(true),
+            )),
+        })
+    }
 }
 
 fn default_redis_timeout_ms() -> u64 {
@@ -208,6 +282,9 @@ impl OnlineStoreConfig {
         if let Err(e) = self.breaker.settings("online_store.breaker") {
             errors.extend(e);
         }
+        if let Some(Err(e)) = self.cache.as_ref().map(OnlineCacheConfig::settings) {
+            errors.extend(e);
+        }
     }
 }
 
@@ -223,6 +300,7 @@ impl Default for OnlineStoreConfig {
             timeout_ms: default_redis_timeout_ms(),
             connect_timeout_ms: default_redis_connect_timeout_ms(),
             breaker: BreakerConfig::default(),
+            cache: None,
         }
     }
 }
@@ -389,6 +467,26 @@ impl ServeConfig {
             None => self.resilience.policy("serve.resilience"),
         }
     }
+
+    /// Whether `model`'s prediction cache (every model's when `None`) has the shared level.
+    pub fn shared_prediction_cache(&self, model: Option<&str>) -> bool {
+        let own = model.and_then(|m| self.models.get(m));
+        let merged = own.map_or_else(
+            || self.resilience.clone(),
+            |c| c.resilience.over(&self.resilience),
+        );
+        merged
+            .prediction_cache
+            .is_some_and(|c| c.shared == Some(true) && c.values != Some(0))
+    }
+
+    /// The models (`None`: the server's default) whose prediction cache is shared.
+    pub fn shared_prediction_caches(&self) -> Vec<Option<&str>> {
+        std::iter::once(None)
+            .chain(self.models.keys().map(|m| Some(m.as_str())))
+            .filter(|m| self.shared_prediction_cache(*m))
+            .collect()
+    }
 }
 
 impl Config {
@@ -498,6 +596,19 @@ impl Config {
             if let Err(e) = self.serve.resilience(model) {
                 errors.extend(e);
             }
+        }
+        if !self.serve.shared_prediction_caches().is_empty()
+            && !matches!(
+                self.online_store.kind,
+                OnlineStoreType::Redis | OnlineStoreType::RedisCluster
+            )
+        {
+            errors.push(format!(
+                "prediction_cache.shared: the shared level lives in the online store's Redis, \
+                 but online_store.type is {:?} (set it to \"redis\" or \"redis-cluster\", or \
+                 leave shared out)",
+                format!("{:?}", self.online_store.kind).to_lowercase()
+            ));
         }
         if let Some(Err(e)) = self
             .serve
@@ -710,6 +821,56 @@ mod tests {
             e.contains("online_store.nodes \"127.0.0.1:7000\"") && e.contains("redis://"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_online_cache_has_defaults_and_its_errors_are_named() {
+        use std::time::Duration;
+        let settings = |text: &str| {
+            let (_d, p) = write(&format!("[online_store.cache]\n{text}"));
+            Config::load(&p, &[]).map(|c| {
+                c.online_store
+                    .cache
+                    .expect("a cache")
+                    .settings()
+                    .expect("valid")
+            })
+        };
+        let (s, known) = settings("").expect("valid").expect("on");
+        assert_eq!(
+            (s.rows, s.ttl, s.refresh_after, known),
+            (
+                1_000_000,
+                Duration::from_secs(5),
+                Some(Duration::from_millis(3_750)),
+                true
+            )
+        );
+        let (s, known) = settings("ttl = \"1m\"\nrefresh_after = \"0\"\nknown_entities = false")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(
+            (s.ttl, s.refresh_after, known),
+            (Duration::from_secs(60), None, false)
+        );
+        assert!(settings("rows = 0").expect("valid").is_none());
+        let e = settings("ttl = \"0\"\nrefresh_after = \"soon\"")
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            e.contains("online_store.cache.ttl: must be at least 1s")
+                && e.contains("online_store.cache.refresh_after"),
+            "{e}"
+        );
+        let (_d, p) = write("[serve.resilience]\nprediction_cache = { shared = true }\n");
+        let e = Config::load(&p, &[]).expect_err("no redis").to_string();
+        assert!(e.contains("prediction_cache.shared"), "{e}");
+        let (_d, p) = write(
+            "[online_store]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
+             [serve.models.a.resilience]\nprediction_cache = { shared = true }\n",
+        );
+        let c = Config::load(&p, &[]).expect("valid");
+        assert_eq!(c.serve.shared_prediction_caches(), [Some("a")]);
     }
 
     #[test]

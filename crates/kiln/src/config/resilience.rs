@@ -150,6 +150,8 @@ pub struct PredictionCacheConfig {
     pub values: Option<u64>,
     /// How long an answer is kept (default 5m).
     pub ttl: Option<String>,
+    /// A second level in the online store's Redis, shared by every server (default false).
+    pub shared: Option<bool>,
 }
 
 impl ResilienceConfig {
@@ -254,9 +256,11 @@ impl ResilienceConfig {
                         errors.push(format!("{at}.prediction_cache.ttl: must be at least 1s"));
                         None
                     }
+                    // The shared level is a connection: `kiln serve` adds it (Project::shared_cache).
                     Ok(secs) => Some(kiln_serve::cache::prediction::PredictionCacheSettings {
                         values: c.values.unwrap_or(100_000),
                         ttl: Duration::from_secs(secs),
+                        shared: None,
                     }),
                     Err(e) => {
                         errors.push(format!("{at}.prediction_cache.ttl: {e}"));

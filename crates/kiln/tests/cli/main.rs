@@ -11,6 +11,7 @@ mod dataset;
 mod definitions;
 mod deploy;
 mod drift;
+mod feature_cache;
 mod inference;
 mod live_drift;
 mod materialize;

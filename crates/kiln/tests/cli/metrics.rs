@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::*;
 
 /// One sample of the text exposition: name, labels, value.
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -54,7 +54,7 @@ fn parse(text: &str) -> Vec<Sample> {
 }
 
 /// The value of the one series `name` whose labels are exactly `labels`; 0 if absent.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let want: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -68,7 +68,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     found.first().copied().unwrap_or(0.0)
 }
 
-fn scrape(addr: &str) -> (String, Vec<Sample>) {
+pub(crate) fn scrape(addr: &str) -> (String, Vec<Sample>) {
     let (status, head, body) = http_raw(addr, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
     assert!(

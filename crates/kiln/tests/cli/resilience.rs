@@ -30,14 +30,14 @@ struct Fake {
 
 /// A model server speaking the Open Inference Protocol: the output of each row is the sum of
 /// its inputs.
-struct FakeModel {
+pub(crate) struct FakeModel {
     state: Arc<Fake>,
-    addr: String,
+    pub(crate) addr: String,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl FakeModel {
-    fn start() -> FakeModel {
+    pub(crate) fn start() -> FakeModel {
         async fn infer(
             State(fake): State<Arc<Fake>>,
             Json(body): Json<Value>,
@@ -88,12 +88,12 @@ impl FakeModel {
         self.state.mode.store(mode, Ordering::SeqCst);
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
     }
 }
 
-fn infer(addr: &str, model: &str, rows: &[[f64; 3]]) -> (u16, Value) {
+pub(crate) fn infer(addr: &str, model: &str, rows: &[[f64; 3]]) -> (u16, Value) {
     post_to(
         addr,
         &format!("/v2/models/{model}/infer"),
@@ -101,7 +101,7 @@ fn infer(addr: &str, model: &str, rows: &[[f64; 3]]) -> (u16, Value) {
     )
 }
 
-fn metric(addr: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(addr: &str, series: &str) -> Option<f64> {
     let (_, text) = http(addr, "GET", "/metrics", None);
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -378,7 +378,7 @@ fn infer_as(addr: &str, key: &str, model: &str, rows: &[[f64; 3]]) -> (u16, Stri
 }
 
 /// Registers `name` as a remote model served by `fake`, with inputs a, b and c.
-fn register_fake(p: &Project, fake: &FakeModel, name: &str) {
+pub(crate) fn register_fake(p: &Project, fake: &FakeModel, name: &str) {
     p.write(
         "remote.toml",
         &format!("url = \"http://{}/v2/models/m/infer\"\n", fake.addr),

@@ -348,11 +348,23 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
 #[test]
 fn a_server_with_an_embedded_stream_serves_values_as_events_arrive() {
     let p = project();
+    // With the feature cache (an hour-long ttl): the stream writes through it, so its rows are
+    // served as they land, for cards first read (and cached) as absent too.
     p.write(
         "kiln.toml",
-        &format!("{}\n[stream]\nembedded = true\n", p.read("kiln.toml")),
+        &format!(
+            "{}\n[stream]\nembedded = true\n\n[online_store.cache]\nttl = \"1h\"\n",
+            p.read("kiln.toml")
+        ),
     );
     let server = Server::start(&p.dir, &[]);
+    let request = serde_json::json!({
+        "features": ["card_activity:count_10m", "card_activity:amount_sum_1h"],
+        "entities": {"card_id": [1]},
+    });
+    let (status, body) = post(&server.addr, request.clone());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][1]["statuses"][0], "NOT_FOUND", "{body}");
     let events = serde_json::json!([event(1, 0, 10.0, "m1"), event(1, 5, 20.0, "m2")]);
     let (status, body) = post_to(&server.addr, "/v1/push/transactions", events);
     assert_eq!(status, 200, "{body}");
@@ -381,10 +393,6 @@ fn a_server_with_an_embedded_stream_serves_values_as_events_arrive() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
     // The server's own stream updates the online store: no `kiln stream run`.
-    let request = serde_json::json!({
-        "features": ["card_activity:count_10m", "card_activity:amount_sum_1h"],
-        "entities": {"card_id": [1]},
-    });
     let mut got = serde_json::Value::Null;
     for _ in 0..200 {
         let (status, body) = post(&server.addr, request.clone());
