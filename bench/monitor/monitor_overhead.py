@@ -13,7 +13,11 @@ generator, same machine, same run:
 The three servers run one after another, in rotating order, `--rounds` times; each round loads
 each server with OIP JSON inference of 1 row and of 64 rows at 8 connections (`kiln bench http`,
 2 s warm-up discarded). Reports per configuration the median throughput, p50/p99 and server CPU
-per request over the rounds, and the ratios to "off". Writes bench/results/SUITE_overhead.json.
+per request over the rounds, the ratios of those medians to "off", and the median of the
+per-round ratios (each round measures every configuration back to back, so a round's ratio is
+paired against the same machine state: on a shared machine it is the steadier figure).
+`--configs off,on` runs only some of the suite's configurations. Writes
+bench/results/SUITE_overhead.json.
 Reuses the helpers of bench/models/serve_compare.py. Not part of CI.
 """
 import argparse
@@ -78,16 +82,24 @@ def main():
     ap.add_argument("--kiln", default=os.path.join(ROOT, "target", "release", "kiln"))
     ap.add_argument("--duration", default="10s")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--configs", default="", help="comma-separated subset of the suite's configurations (off is always run)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
     table, configs = SUITES[a.suite]
+    if a.configs:
+        wanted = {"off", *a.configs.split(",")}
+        unknown = wanted - set(configs)
+        if unknown:
+            sys.exit(f"--configs: {', '.join(sorted(unknown))} not in suite {a.suite} ({', '.join(configs)})")
+        configs = {k: v for k, v in configs.items() if k in wanted}
     with tempfile.TemporaryDirectory() as work:
         b = bodies(work)
         paths = {name: project(a.kiln, work, name, table, c) for name, c in configs.items()}
         runs = {name: [] for name in configs}
         order = list(configs)
         for r in range(a.rounds):
-            for name in order[r % 3:] + order[:r % 3]:
+            k = r % len(order)
+            for name in order[k:] + order[:k]:
                 log(f"round {r + 1}: {a.suite} {name}")
                 runs[name].append(measure(a.kiln, paths[name], b, a.duration))
     summary = {}
@@ -104,12 +116,20 @@ def main():
             s, off = summary[name][case], summary["off"][case]
             s["throughput_vs_off"] = s["requests_per_second"] / off["requests_per_second"]
             s["cpu_vs_off"] = s["server_cpu_ms_per_request"] / off["server_cpu_ms_per_request"]
+            paired = [x[case]["requests_per_second"] / o[case]["requests_per_second"]
+                      for x, o in zip(runs[name], runs["off"])]
+            s["throughput_vs_off_per_round"] = paired
+            s["paired_throughput_vs_off"] = statistics.median(paired)
+            cpu = [x[case]["server_cpu_ms_per_request"] / o[case]["server_cpu_ms_per_request"]
+                   for x, o in zip(runs[name], runs["off"])]
+            s["paired_cpu_vs_off"] = statistics.median(cpu)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, f"{a.suite}_overhead.json"), "w") as f:
         json.dump({"suite": a.suite, "duration": a.duration, "rounds": a.rounds, "summary": summary, "runs": runs}, f, indent=1)
     for name, cases in summary.items():
         for case, s in cases.items():
             extra = (f", {s['throughput_vs_off']:.3f}x throughput, {s['cpu_vs_off']:.3f}x CPU vs off"
+                     f" (paired per round: {s['paired_throughput_vs_off']:.3f}x, {s['paired_cpu_vs_off']:.3f}x)"
                      if "throughput_vs_off" in s else "")
             print(f"{name:4} {case:6} {s['requests_per_second']:9.0f} req/s  p50 {s['p50_ms']:.3f} ms  "
                   f"p99 {s['p99_ms']:.3f} ms  CPU {s['server_cpu_ms_per_request']:.4f} ms/req{extra}")

@@ -217,6 +217,29 @@ fn a_shared_prediction_cache_needs_redis() {
     );
 }
 
+/// Waits (30 s at most) until `server` answers `request` with a present value again, then
+/// checks that its store breaker is closed.
+fn answers_again(server: &Server, request: &serde_json::Value, after: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = post(&server.addr, request.clone());
+        if status == 200 {
+            assert_eq!(body["results"][1]["statuses"][0], "PRESENT", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after {after}: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("kiln_circuit_state{dependency=\"online_store\"} 0"),
+        "{metrics}"
+    );
+}
+
 /// A `redis-server` of the test's own on a free port, without persistence.
 struct OwnRedis {
     child: std::process::Child,
@@ -318,26 +341,9 @@ fn a_server_whose_redis_dies_answers_503_opens_its_breaker_and_recovers_when_it_
     // the breaker closes and the server, reconnected by itself, answers again.
     let _redis = OwnRedis::start(port);
     ok(p.run(&["materialize", "--start", "2000-01-01"]));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (status, body) = post(&server.addr, request.clone());
-        if status == 200 {
-            assert_eq!(body["results"][1]["statuses"][0], "PRESENT", "{body}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {status} after Redis returned: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    answers_again(&server, &request, "Redis returned");
     let (status, text) = http(&server.addr, "GET", "/ready", None);
     assert_eq!(status, 200, "{text}");
-    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
-    assert!(
-        metrics.contains("kiln_circuit_state{dependency=\"online_store\"} 0"),
-        "{metrics}"
-    );
     assert!(server.stop());
 }
 
@@ -451,23 +457,6 @@ fn a_slow_redis_costs_requests_its_timeout_not_its_delay_and_the_breaker_recover
 
     // Redis is fast again: a probe after the breaker's pause closes it.
     proxy.set_delay(0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, body) = post(&server.addr, request.clone());
-        if status == 200 {
-            assert_eq!(body["results"][1]["statuses"][0], "PRESENT", "{body}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {status} after Redis was fast again: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let (_, metrics) = http(&server.addr, "GET", "/metrics", None);
-    assert!(
-        metrics.contains("kiln_circuit_state{dependency=\"online_store\"} 0"),
-        "{metrics}"
-    );
+    answers_again(&server, &request, "Redis was fast again");
     assert!(server.stop());
 }
