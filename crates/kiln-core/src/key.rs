@@ -12,11 +12,16 @@ use crate::value::ValueWriter;
 /// The storage key for one entity: the encoded join-key values.
 pub fn entity_key(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() * 9);
-    let mut w = ValueWriter::new(&mut out);
+    put_entity_key(&mut out, values);
+    out
+}
+
+/// Appends the entity key of `values` to `out` (hot paths reuse one buffer).
+pub fn put_entity_key<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'a Value>) {
+    let mut w = ValueWriter::new(out);
     for v in values {
         w.put(v);
     }
-    out
 }
 
 #[cfg(test)]

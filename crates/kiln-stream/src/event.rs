@@ -220,7 +220,7 @@ impl EventSchema {
     }
 
     /// The event time of a checked row.
-    pub fn event_ts(&self, row: &Row) -> Micros {
+    pub fn event_ts(&self, row: &[Value]) -> Micros {
         match row[self.timestamp] {
             Value::Timestamp(t) => t,
             // Checked rows always carry a timestamp here.
@@ -230,7 +230,7 @@ impl EventSchema {
 
     /// The created time of a row; lowest without a created column or value, as the batch side
     /// orders ties.
-    pub fn created_ts(&self, row: &Row) -> Micros {
+    pub fn created_ts(&self, row: &[Value]) -> Micros {
         match self.created.map(|i| &row[i]) {
             Some(Value::Timestamp(t)) => *t,
             _ => Micros::MIN,
@@ -248,8 +248,15 @@ pub fn encode_row(row: &Row, out: &mut Vec<u8>) {
 
 /// A row read back from the log; `width` is the schema's column count.
 pub fn decode_row(bytes: &[u8], width: usize) -> Result<Row, String> {
-    let mut r = ValueReader::new(bytes);
     let mut row = Vec::with_capacity(width);
+    decode_row_into(bytes, width, &mut row)?;
+    Ok(row)
+}
+
+/// [`decode_row`] into `row` (cleared first), so a stream reuses one row.
+pub fn decode_row_into(bytes: &[u8], width: usize, row: &mut Row) -> Result<(), String> {
+    row.clear();
+    let mut r = ValueReader::new(bytes);
     while !r.is_empty() {
         row.push(r.next_value().map_err(|e| e.to_string())?);
     }
@@ -259,7 +266,7 @@ pub fn decode_row(bytes: &[u8], width: usize) -> Result<Row, String> {
             row.len()
         ));
     }
-    Ok(row)
+    Ok(())
 }
 
 /// The arrow schema of a source's events as the stream writes them back (widened types).

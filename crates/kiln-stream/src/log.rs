@@ -234,6 +234,55 @@ pub struct Logged {
     pub payload: Vec<u8>,
 }
 
+/// Frames read by [`LogReader::read_batch`]: their payloads in one buffer, reused from batch to
+/// batch so that reading allocates nothing per event.
+#[derive(Debug, Default)]
+pub struct LogBatch {
+    data: Vec<u8>,
+    /// Offset, kind and the payload's end in `data` (it starts where the previous one ends).
+    frames: Vec<(u64, FrameKind, usize)>,
+}
+
+/// One frame of a [`LogBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub offset: u64,
+    pub kind: FrameKind,
+    pub payload: &'a [u8],
+}
+
+impl LogBatch {
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Frame<'_>> {
+        self.frames.iter().scan(0, |start, &(offset, kind, end)| {
+            let payload = &self.data[*start..end];
+            *start = end;
+            Some(Frame {
+                offset,
+                kind,
+                payload,
+            })
+        })
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.frames.clear();
+    }
+
+    fn push(&mut self, offset: u64, kind: FrameKind, payload: &[u8]) {
+        self.data.extend_from_slice(payload);
+        self.frames.push((offset, kind, self.data.len()));
+    }
+}
+
 /// Reads a log from an offset onwards; sees events as they are appended.
 pub struct LogReader {
     path: PathBuf,
@@ -283,8 +332,23 @@ impl LogReader {
 
     /// Up to `max` complete events from the current position (fewer, or none, at the end).
     pub fn read(&mut self, max: usize) -> Result<Vec<Logged>, StreamError> {
-        let mut out = Vec::new();
-        let mut chunk = 1 << 20;
+        let mut batch = LogBatch::default();
+        self.read_batch(max, &mut batch)?;
+        Ok(batch
+            .iter()
+            .map(|f| Logged {
+                offset: f.offset,
+                kind: f.kind,
+                payload: f.payload.to_vec(),
+            })
+            .collect())
+    }
+
+    /// [`LogReader::read`] into `out` (cleared first), without allocating per event.
+    pub fn read_batch(&mut self, max: usize, out: &mut LogBatch) -> Result<(), StreamError> {
+        out.clear();
+        // About what `max` small events take, within 64 KiB..1 MiB; grown for a larger event.
+        let mut chunk = max.saturating_mul(64).clamp(1 << 16, 1 << 20);
         while out.len() < max {
             self.buf.resize(chunk, 0);
             let n = self
@@ -323,11 +387,7 @@ impl LogReader {
                     // A frame still being written (or torn by a crash): stop before it.
                     break;
                 }
-                out.push(Logged {
-                    offset: self.pos + at as u64,
-                    kind,
-                    payload: payload.to_vec(),
-                });
+                out.push(self.pos + at as u64, kind, payload);
                 at = start + len;
             }
             self.pos += at as u64;
@@ -335,7 +395,7 @@ impl LogReader {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -19,8 +19,8 @@ use kiln_store::online::{OnlineStore, WriteSummary};
 
 use crate::StreamError;
 use crate::checkpoint::{Checkpoint, SavedKey, SavedView};
-use crate::event::{EventSchema, decode_row};
-use crate::log::{FrameKind, LogReader};
+use crate::event::{EventSchema, Row, decode_row_into};
+use crate::log::{FrameKind, LogBatch, LogReader};
 use crate::operator::ViewOperator;
 use crate::sink::{DeadLetters, OfflineSink};
 use crate::window::Plan;
@@ -92,6 +92,9 @@ pub struct SourceStream {
     behind: bool,
     /// The last broker position frame read (saved in checkpoints, shown by status).
     broker_position: Vec<u8>,
+    /// Reused per batch and per event.
+    batch: LogBatch,
+    row: Row,
 }
 
 impl SourceStream {
@@ -157,6 +160,8 @@ impl SourceStream {
             applied: 0,
             behind: false,
             broker_position: std::mem::take(&mut checkpoint.broker_position),
+            batch: LogBatch::default(),
+            row: Row::new(),
         })
     }
 
@@ -191,36 +196,35 @@ impl SourceStream {
         } else {
             self.opts.batch
         };
-        let logged = self.reader.read(max)?;
-        self.behind = logged.len() == max;
+        let mut batch = std::mem::take(&mut self.batch);
+        self.reader.read_batch(max, &mut batch)?;
+        self.behind = batch.len() == max;
         let mut step = Step::default();
-        for l in logged {
+        let mut row = std::mem::take(&mut self.row);
+        for l in batch.iter() {
             match l.kind {
                 FrameKind::Event => step.events += 1,
                 // Where a connector had read its broker to: nothing to apply.
                 FrameKind::Position => {
-                    self.broker_position = l.payload;
+                    self.broker_position = l.payload.to_vec();
                     continue;
                 }
                 FrameKind::Rejected => {
                     step.events += 1;
                     step.malformed += 1;
                     self.dead
-                        .write_malformed(&self.schema.source, l.offset, &l.payload)?;
+                        .write_malformed(&self.schema.source, l.offset, l.payload)?;
                     continue;
                 }
             }
             // Logged events were checked on arrival; one that no longer decodes (the source's
             // columns changed since) is set aside, not allowed to stop the stream.
-            let row = match decode_row(&l.payload, self.schema.columns.len()) {
-                Ok(row) => row,
-                Err(message) => {
-                    self.dead
-                        .write_undecodable(&self.schema.source, l.offset, &message)?;
-                    step.undecodable += 1;
-                    continue;
-                }
-            };
+            if let Err(message) = decode_row_into(l.payload, self.schema.columns.len(), &mut row) {
+                self.dead
+                    .write_undecodable(&self.schema.source, l.offset, &message)?;
+                step.undecodable += 1;
+                continue;
+            }
             let ts = self.schema.event_ts(&row);
             let watermark = self.stream_time.saturating_sub(self.opts.allowed_lateness);
             if ts < watermark {
@@ -238,9 +242,11 @@ impl SourceStream {
             for op in &mut self.operators {
                 op.apply(&self.schema, &row, l.offset);
             }
-            self.offline.push(row, l.offset);
+            self.offline.push(row.clone(), l.offset);
             self.applied += 1;
         }
+        self.batch = batch;
+        self.row = row;
         for (i, op) in self.operators.iter_mut().enumerate() {
             op.advance(self.stream_time);
             let rows = op.drain();
@@ -270,12 +276,12 @@ impl SourceStream {
                 version: op.view().version,
                 keys: op
                     .states()
-                    .filter(|k| !k.is_empty() || k.as_of != Micros::MIN)
-                    .map(|k| SavedKey {
-                        key: k.key.clone(),
+                    .filter(|(_, k)| !k.is_empty() || k.as_of != Micros::MIN)
+                    .map(|(key, k)| SavedKey {
+                        key: key.to_vec(),
                         as_of: k.as_of,
                         seq: k.seq,
-                        events: k.events().cloned().collect(),
+                        events: k.events(op.plan()).collect(),
                     })
                     .collect(),
             })

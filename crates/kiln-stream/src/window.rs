@@ -2,30 +2,39 @@
 //!
 //! The contract is the batch side's (`kiln_features::window`): the value as of `T` covers the
 //! events with `horizon(T) < event_ts <= T` (`horizon` is `T - w` for a sliding window, the
-//! instant before `T`'s bucket for a tumbling one; [`kiln_core::spec::Window`]). Exactness at an arbitrary `T` needs the events near the
-//! window's edges one by one, so a key keeps its raw events for the longest window; what it
-//! does not do is rescan them. A window holding up to 64 events is folded from them directly;
-//! past that, each window of 16 s or more has a tile size (about a sixteenth of it, from a fixed
-//! ladder), and the key keeps per tile the pre-aggregate of its events (built the first time a
-//! window needs them, then updated per event). Such a window's value is the raw events of the
-//! partial tile at its tail, then the full tiles, then the raw events of the partial tile at its
-//! head, combined in time order: a busy 24 h window reads about 16 tiles and two tiles' worth
-//! of events.
+//! instant before `T`'s bucket for a tumbling one; [`kiln_core::spec::Window`]). Exactness at an
+//! arbitrary `T` needs the events near the window's edges one by one, so a key keeps its raw
+//! events for the longest window; what it does not do is rescan them. A window holding up to
+//! 64 events is folded from them directly; past that, each window of 16 s or more has a tile
+//! size (about a sixteenth of it, from a fixed ladder), and the key keeps per tile the
+//! pre-aggregate of its events (built the first time a window needs them, then updated per
+//! event). Such a window's value is the raw events of the partial tile at its tail, then the
+//! full tiles, then the raw events of the partial tile at its head, combined in time order: a
+//! busy 24 h window reads about 16 tiles and two tiles' worth of events.
 //!
 //! Everything is a left fold in (event time, created time, log offset) order over a fixed
 //! split, so the answer depends only on the events, never on how they were batched, when
 //! timers fired or whether the state was restored from a checkpoint: that is what lets a
-//! restarted stream end in exactly the state of an uninterrupted one. (`count_distinct`,
-//! `approx_count_distinct` and `last` read their window's raw events directly; the first two
-//! scan their window: per-tile HyperLogLog registers, merged by max, are not built yet.)
+//! restarted stream end in exactly the state of an uninterrupted one.
+//!
+//! `approx_count_distinct` tiles too: a tile keeps the HyperLogLog registers its values set
+//! (sparse), and since registers merge by max in any order, the window's registers are its
+//! edge events' and whole tiles' merged, estimated bit-for-bit as the batch side does.
+//! `last` reads its window's latest events, and exact `count_distinct` scans its window (a
+//! set of every value in it; per-tile sets would merge no faster).
+//!
+//! A key keeps its events in one deque (each event's stamp and first input together: most
+//! views read one column) and any further inputs in a second in step, so that applying an
+//! event allocates nothing once the key exists and reading a key's events touches one buffer.
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
 
 use kiln_core::Value;
 use kiln_core::spec::{AggFunction, ViewVersion, Window, WindowKind};
 use kiln_core::time::{MICROS_PER_SECOND, Micros};
 use kiln_core::value::ValueWriter;
-use kiln_features::window::hll::Sketch;
+use kiln_features::window::hll;
 use kiln_features::window::swag::{Moments, Monoid, SumF};
 
 use crate::StreamError;
@@ -46,11 +55,26 @@ struct Feature {
     function: AggFunction,
     /// Index into the plan's slots.
     slot: usize,
-    window: Window,
-    /// Index into the plan's tile sizes; `None` for windows too short to tile.
-    tile: Option<usize>,
+    /// Index into the plan's windows.
+    window: usize,
+    /// For the functions computed from an accumulator: index into the plan's accumulators.
+    acc: Option<usize>,
+    /// For `approx_count_distinct` over a window long enough to tile: the tile size (index
+    /// into the plan's tile sizes) and the input's index among the plan's sketched slots.
+    sketch: Option<(usize, usize)>,
     /// Whether the input is a float column (integers sum exactly).
     float: bool,
+}
+
+/// One accumulator a row needs: an input over a window (count, sum and max of one column over
+/// one window share it).
+#[derive(Debug, Clone, PartialEq)]
+struct AccPlan {
+    slot: usize,
+    /// Index into the plan's windows.
+    window: usize,
+    /// Index into the plan's tile sizes; `None` for windows too short to tile.
+    tile: Option<usize>,
 }
 
 /// How a view's aggregations read an event, computed once per view.
@@ -61,12 +85,30 @@ pub struct Plan {
     pub keys: Vec<usize>,
     /// The inputs: slot 0 is "the event" (for counts of events), the others event columns.
     slots: Vec<Option<usize>>,
+    /// Per slot, whether a standard deviation reads it (the moments cost two divisions per
+    /// value, so they are only kept where needed).
+    moments: Vec<bool>,
     features: Vec<Feature>,
+    accs: Vec<AccPlan>,
+    /// The slots whose tiles keep HyperLogLog registers (inputs of `approx_count_distinct`
+    /// over tiled windows).
+    sketched: Vec<usize>,
     tiles: Vec<Micros>,
     windows: Vec<Window>,
     /// How late an event may still arrive (the stream's allowed lateness): how long a session
     /// window keeps sessions that a late event could join. Unlimited until set.
     pub lateness: Micros,
+}
+
+/// The index of `x` in `list`, appended if it is not there yet.
+fn intern<T: PartialEq>(list: &mut Vec<T>, x: T) -> usize {
+    match list.iter().position(|y| *y == x) {
+        Some(i) => i,
+        None => {
+            list.push(x);
+            list.len() - 1
+        }
+    }
 }
 
 impl Plan {
@@ -87,67 +129,88 @@ impl Plan {
         let mut slots: Vec<Option<usize>> = vec![None];
         let mut tiles: Vec<Micros> = Vec::new();
         let mut windows: Vec<Window> = Vec::new();
+        let mut accs: Vec<AccPlan> = Vec::new();
+        let mut sketched: Vec<usize> = Vec::new();
         let mut features = Vec::new();
         for a in &view.aggregations {
             let slot = match &a.column {
                 None => 0,
-                Some(c) => {
-                    let i = col(&c.name)?;
-                    match slots.iter().position(|s| *s == Some(i)) {
-                        Some(s) => s,
-                        None => {
-                            slots.push(Some(i));
-                            slots.len() - 1
-                        }
-                    }
-                }
+                Some(c) => intern(&mut slots, Some(col(&c.name)?)),
             };
-            let window = a.window();
+            let spec = a.window();
+            let window = intern(&mut windows, spec);
             let tile = TILE_LADDER
                 .iter()
                 .rev()
                 .map(|s| s * MICROS_PER_SECOND)
-                .find(|t| t.saturating_mul(TILES_PER_WINDOW) <= window.micros)
-                .map(|t| match tiles.iter().position(|x| *x == t) {
-                    Some(i) => i,
-                    None => {
-                        tiles.push(t);
-                        tiles.len() - 1
-                    }
-                });
-            if !windows.contains(&window) {
-                windows.push(window);
-            }
+                .find(|t| t.saturating_mul(TILES_PER_WINDOW) <= spec.micros);
+            let mut tile = || tile.map(|t| intern(&mut tiles, t));
+            let (acc, sketch) = match a.function {
+                AggFunction::Last | AggFunction::CountDistinct => (None, None),
+                AggFunction::ApproxCountDistinct => {
+                    (None, tile().map(|j| (j, intern(&mut sketched, slot))))
+                }
+                _ => {
+                    let tile = tile();
+                    (
+                        Some(intern(&mut accs, AccPlan { slot, window, tile })),
+                        None,
+                    )
+                }
+            };
             features.push(Feature {
                 function: a.function,
                 slot,
                 window,
-                tile,
+                acc,
+                sketch,
                 float: a
                     .column
                     .as_ref()
                     .is_some_and(|c| c.dtype == kiln_core::ValueType::Float64),
             });
         }
+        let moments = (0..slots.len())
+            .map(|s| {
+                features
+                    .iter()
+                    .any(|f| f.slot == s && f.function == AggFunction::Stddev)
+            })
+            .collect();
         Ok(Plan {
             view: view.clone(),
             keys,
             slots,
+            moments,
             features,
+            accs,
+            sketched,
             tiles,
             windows,
             lateness: Micros::MAX / 4,
         })
     }
 
-    /// The slot values of an event row.
+    /// How many values a key keeps per event: one per slot but the first ("the event").
+    fn stride(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The inputs an event row gives the plan's slots after the first.
+    pub(crate) fn inputs<'a>(
+        &'a self,
+        row: &'a [Value],
+    ) -> impl ExactSizeIterator<Item = Value> + 'a {
+        self.slots[1..].iter().map(|s| match s {
+            Some(i) => row[*i].clone(),
+            None => Value::Null,
+        })
+    }
+
+    /// The slot values of an event row (as checkpoints keep them).
     pub fn slot_values(&self, row: &[Value]) -> Box<[Value]> {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                None => Value::Bool(true),
-                Some(i) => row[*i].clone(),
-            })
+        std::iter::once(Value::Bool(true))
+            .chain(self.inputs(row))
             .collect()
     }
 }
@@ -177,28 +240,38 @@ impl Acc {
         moments: Moments::IDENTITY,
     };
 
-    fn of(v: &Value) -> Acc {
-        match v {
-            Value::Null => Acc::EMPTY,
-            Value::Int64(x) => Acc {
-                n: 1,
-                sum_i: i128::from(*x),
-                min_i: *x,
-                max_i: *x,
-                moments: Moments::of(*x as f64),
-                ..Acc::EMPTY
-            },
-            // NaN and infinities are skipped like nulls, as on the batch side.
-            Value::Float64(x) if !x.is_finite() => Acc::EMPTY,
-            Value::Float64(x) => Acc {
-                n: 1,
-                sum_f: SumF::of(*x),
-                min_f: *x,
-                max_f: *x,
-                moments: Moments::of(*x),
-                ..Acc::EMPTY
-            },
-            _ => Acc { n: 1, ..Acc::EMPTY },
+    /// Whether a value counts: NaN and infinities are skipped like nulls, as on the batch
+    /// side.
+    fn counts(v: &Value) -> bool {
+        !matches!(v, Value::Null) && !matches!(v, Value::Float64(x) if !x.is_finite())
+    }
+
+    /// Adds one value (`moments`: whether a standard deviation will read it): the fold's
+    /// inner loop, so it builds no second accumulator to combine. Values that do not count
+    /// leave it as it is.
+    fn push(&mut self, v: &Value, moments: bool) {
+        match *v {
+            Value::Null => {}
+            Value::Int64(x) => {
+                self.n += 1;
+                self.sum_i += i128::from(x);
+                self.min_i = self.min_i.min(x);
+                self.max_i = self.max_i.max(x);
+                if moments {
+                    self.moments = self.moments.combine(Moments::of(x as f64));
+                }
+            }
+            Value::Float64(x) if !x.is_finite() => {}
+            Value::Float64(x) => {
+                self.n += 1;
+                self.sum_f = self.sum_f.combine(SumF::of(x));
+                self.min_f = self.min_f.min(x);
+                self.max_f = self.max_f.max(x);
+                if moments {
+                    self.moments = self.moments.combine(Moments::of(x));
+                }
+            }
+            _ => self.n += 1,
         }
     }
 
@@ -245,32 +318,67 @@ impl Acc {
     }
 }
 
-/// One event as a key keeps it.
+/// One event as checkpoints keep it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub ts: Micros,
     pub created: Micros,
     pub seq: u64,
-    /// Per slot of the plan.
+    /// Per slot of the plan (the first, "the event", is `true`).
     pub values: Box<[Value]>,
 }
 
-impl Event {
+/// When an event happened and where it was logged: its place in the fold order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamp {
+    pub ts: Micros,
+    pub created: Micros,
+    pub seq: u64,
+}
+
+impl Stamp {
     fn order(&self) -> (Micros, Micros, u64) {
         (self.ts, self.created, self.seq)
     }
 }
 
-/// One tile: its index (start / size) and an accumulator per slot.
-type Tile = (i64, Box<[Acc]>);
+/// One tile: the pre-aggregates of a key's events in one interval.
+#[derive(Debug, Clone)]
+struct Tile {
+    /// The interval's start / the tile size.
+    idx: i64,
+    /// Per slot of the plan.
+    accs: Box<[Acc]>,
+    /// Per sketched slot of the plan, the HyperLogLog registers its values set, as
+    /// (register, rank) sorted by register ([`hll::add_sparse`]): registers merge by max, so
+    /// a window's sketch is its tiles' and edge events' merged.
+    sketches: Box<[Vec<(u16, u8)>]>,
+}
 
-/// A key's state.
+/// One event as a key keeps it: its stamp and the value of the plan's second slot (the first
+/// input; null if the plan reads no column).
+#[derive(Debug, Clone)]
+struct Kept {
+    ts: Micros,
+    created: Micros,
+    seq: u64,
+    first: Value,
+}
+
+impl Kept {
+    fn order(&self) -> (Micros, Micros, u64) {
+        (self.ts, self.created, self.seq)
+    }
+}
+
+/// A key's state, without an allocation per event.
 #[derive(Debug)]
 pub struct KeyState {
-    pub key: Vec<u8>,
-    events: VecDeque<Event>,
-    /// Per tile size of the plan, the tiles holding events, in order; `None` until a window
-    /// of the key holds more than [`RAW_MAX`] events.
+    events: VecDeque<Kept>,
+    /// The inputs after the first, `plan.stride() - 1` per event, in the events' order.
+    more: VecDeque<Value>,
+    /// Per tile size of the plan, the tiles holding events, in order; empty until a window of
+    /// the key first holds more than [`RAW_MAX`] events, then `None` for each size not built.
     tiles: Vec<Option<VecDeque<Tile>>>,
     /// The time the key's values are as of: its latest event, or a later moment when an event
     /// left a window.
@@ -280,60 +388,218 @@ pub struct KeyState {
     pub seq: u64,
 }
 
+/// Reused between rows: the accumulators and HyperLogLog registers of one row.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    accs: Vec<Acc>,
+    sketch: hll::Merge,
+    /// Per window of the plan, its horizon and events.
+    spans: Vec<(Micros, Range<usize>)>,
+    /// The accumulators to fold from events: (slot, first event, index into `accs`).
+    raw: Vec<(usize, usize, usize)>,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState::new()
+    }
+}
+
 impl KeyState {
-    pub fn new(key: Vec<u8>, plan: &Plan) -> KeyState {
+    pub fn new() -> KeyState {
         KeyState {
-            key,
             events: VecDeque::new(),
-            tiles: vec![None; plan.tiles.len()],
+            more: VecDeque::new(),
+            tiles: Vec::new(),
             as_of: Micros::MIN,
             seq: 0,
         }
     }
 
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.iter()
+    /// The events, as checkpoints keep them.
+    pub fn events<'a>(&'a self, plan: &'a Plan) -> impl Iterator<Item = Event> + 'a {
+        let rest = plan.stride().saturating_sub(1);
+        self.events.iter().enumerate().map(move |(i, e)| Event {
+            ts: e.ts,
+            created: e.created,
+            seq: e.seq,
+            values: std::iter::once(Value::Bool(true))
+                .chain((plan.stride() > 0).then(|| e.first.clone()))
+                .chain(self.more.range(i * rest..(i + 1) * rest).cloned())
+                .collect(),
+        })
     }
 
-    /// Adds an event (in any order: a late one goes where it belongs).
-    pub fn insert(&mut self, plan: &Plan, ev: Event) {
-        let pos = self.events.partition_point(|e| e.order() <= ev.order());
-        let (ts, seq) = (ev.ts, ev.seq);
-        self.events.insert(pos, ev);
+    /// The value of slot `slot` (not the first) of the `i`-th event.
+    fn input(&self, plan: &Plan, i: usize, slot: usize) -> &Value {
+        if slot == 1 {
+            &self.events[i].first
+        } else {
+            &self.more[i * (plan.stride() - 1) + slot - 2]
+        }
+    }
+
+    /// Adds the `i`-th event's slot to `acc`, as [`KeyState::fold_slot`] does.
+    fn push(&self, plan: &Plan, acc: &mut Acc, i: usize, slot: usize) {
+        if slot == 0 {
+            acc.n += 1;
+        } else {
+            acc.push(self.input(plan, i, slot), plan.moments[slot]);
+        }
+    }
+
+    /// Folds one slot over the events at positions `r`, in order.
+    fn fold_slot(&self, plan: &Plan, slot: usize, r: Range<usize>) -> Acc {
+        let mut acc = Acc::EMPTY;
+        self.fold_into(plan, slot, r, &mut acc, false);
+        acc
+    }
+
+    /// Adds one slot of the events at positions `r` to `acc`, oldest first or (`newest_first`)
+    /// the other way round.
+    fn fold_into(
+        &self,
+        plan: &Plan,
+        slot: usize,
+        r: Range<usize>,
+        acc: &mut Acc,
+        newest_first: bool,
+    ) {
+        if slot == 0 {
+            acc.n += r.len() as i64;
+            return;
+        }
+        let moments = plan.moments[slot];
+        if slot == 1 {
+            let events = self.events.range(r).map(|e| &e.first);
+            if newest_first {
+                events.rev().for_each(|v| acc.push(v, moments));
+            } else {
+                events.for_each(|v| acc.push(v, moments));
+            }
+        } else {
+            let rest = plan.stride() - 1;
+            let value = |i: usize| &self.more[i * rest + slot - 2];
+            if newest_first {
+                r.rev().for_each(|i| acc.push(value(i), moments));
+            } else {
+                r.for_each(|i| acc.push(value(i), moments));
+            }
+        }
+    }
+
+    /// The HyperLogLog register and rank of one event's slot; `None` for a null.
+    fn hll_slot(&self, plan: &Plan, i: usize, slot: usize) -> Option<(u16, u8)> {
+        let v = self.input(plan, i, slot);
+        (!v.is_null()).then(|| hll::slot(v))
+    }
+
+    /// The tile of index `idx` over the events at positions `r`: every slot folded in order.
+    fn tile(&self, plan: &Plan, idx: i64, r: Range<usize>) -> Tile {
+        Tile {
+            idx,
+            accs: (0..plan.slots.len())
+                .map(|s| self.fold_slot(plan, s, r.clone()))
+                .collect(),
+            sketches: plan
+                .sketched
+                .iter()
+                .map(|&s| {
+                    let mut set = Vec::new();
+                    for i in r.clone() {
+                        if let Some(x) = self.hll_slot(plan, i, s) {
+                            hll::add_sparse(&mut set, x);
+                        }
+                    }
+                    set
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds an event (in any order: a late one goes where it belongs) whose values for the
+    /// plan's slots after the first are `inputs`.
+    pub fn insert(
+        &mut self,
+        plan: &Plan,
+        stamp: Stamp,
+        mut inputs: impl ExactSizeIterator<Item = Value>,
+    ) {
+        let pos = self.events.partition_point(|e| e.order() <= stamp.order());
+        let rest = plan.stride().saturating_sub(1);
+        debug_assert_eq!(inputs.len(), plan.stride());
+        let kept = Kept {
+            ts: stamp.ts,
+            created: stamp.created,
+            seq: stamp.seq,
+            first: inputs.next().unwrap_or(Value::Null),
+        };
+        self.events.insert(pos, kept);
+        if pos + 1 == self.events.len() {
+            self.more.extend(inputs);
+        } else {
+            for (k, v) in inputs.enumerate() {
+                self.more.insert(pos * rest + k, v);
+            }
+        }
+        let ts = stamp.ts;
         for (j, &size) in plan.tiles.iter().enumerate() {
-            let idx = ts.div_euclid(size);
-            let Some(tiles) = &mut self.tiles[j] else {
+            let Some(Some(tiles)) = self.tiles.get(j) else {
                 continue;
             };
-            let at = tiles.partition_point(|t| t.0 < idx);
+            let idx = ts.div_euclid(size);
+            let at = tiles.partition_point(|t| t.idx < idx);
             let newest_in_tile = self
                 .events
                 .get(pos + 1)
                 .is_none_or(|next| next.ts.div_euclid(size) != idx);
-            match tiles.get_mut(at) {
-                Some(t) if t.0 == idx && newest_in_tile => {
-                    for (acc, v) in t.1.iter_mut().zip(self.events[pos].values.iter()) {
-                        *acc = acc.combine(Acc::of(v));
+            // Accumulators fold in order: appended to, or (an event before others of its
+            // tile) folded again. Registers merge by max in any order.
+            let accs: Option<Box<[Acc]>> = match tiles.get(at) {
+                Some(t) if t.idx == idx && newest_in_tile => Some(
+                    (0..plan.slots.len())
+                        .map(|s| {
+                            let mut acc = t.accs[s];
+                            self.push(plan, &mut acc, pos, s);
+                            acc
+                        })
+                        .collect(),
+                ),
+                Some(t) if t.idx == idx => Some(
+                    self.tile(
+                        plan,
+                        idx,
+                        range(&self.events, idx * size - 1, (idx + 1) * size - 1),
+                    )
+                    .accs,
+                ),
+                _ => None,
+            };
+            let fresh = accs.is_none().then(|| self.tile(plan, idx, pos..pos + 1));
+            let sketch: Vec<Option<(u16, u8)>> = plan
+                .sketched
+                .iter()
+                .map(|&s| self.hll_slot(plan, pos, s))
+                .collect();
+            let Some(Some(tiles)) = self.tiles.get_mut(j) else {
+                continue;
+            };
+            match (accs, fresh) {
+                (Some(accs), _) => {
+                    let t = &mut tiles[at];
+                    t.accs = accs;
+                    for (set, x) in t.sketches.iter_mut().zip(sketch) {
+                        if let Some(x) = x {
+                            hll::add_sparse(set, x);
+                        }
                     }
                 }
-                Some(t) if t.0 == idx => {
-                    t.1 = fold(
-                        self.events.range(range(
-                            &self.events,
-                            idx * size - 1,
-                            (idx + 1) * size - 1,
-                        )),
-                        plan.slots.len(),
-                    );
-                }
-                _ => tiles.insert(
-                    at,
-                    (idx, self.events[pos].values.iter().map(Acc::of).collect()),
-                ),
+                (None, Some(tile)) => tiles.insert(at, tile),
+                (None, None) => {}
             }
         }
         self.as_of = self.as_of.max(ts);
-        self.seq = self.seq.max(seq);
+        self.seq = self.seq.max(stamp.seq);
     }
 
     /// The window's horizon as of `t` over this key's events (events at or before it are
@@ -343,6 +609,16 @@ impl KeyState {
             let upto = self.events.partition_point(|e| e.ts <= t);
             w.session_horizon(t, upto, |i| self.events[i].ts)
         })
+    }
+
+    /// The window's horizon as of `t` and the positions of its events, given `upto`, the
+    /// number of events at or before `t`.
+    fn span(&self, w: &Window, t: Micros, upto: usize) -> (Micros, Range<usize>) {
+        let lo = w
+            .horizon(t)
+            .unwrap_or_else(|| w.session_horizon(t, upto, |i| self.events[i].ts));
+        let a = self.events.partition_point(|e| e.ts <= lo);
+        (lo, a..upto.max(a))
     }
 
     /// The earliest moment after `after` at which an event leaves one of the windows.
@@ -417,16 +693,18 @@ impl KeyState {
             })
             .min()
             .unwrap_or(self.as_of);
-        while self.events.front().is_some_and(|e| e.ts <= horizon) {
-            self.events.pop_front();
+        let gone = self.events.partition_point(|e| e.ts <= horizon);
+        if gone > 0 {
+            self.events.drain(..gone);
+            self.more.drain(..gone * plan.stride().saturating_sub(1));
         }
         for (j, &size) in plan.tiles.iter().enumerate() {
-            let Some(tiles) = &mut self.tiles[j] else {
+            let Some(Some(tiles)) = self.tiles.get_mut(j) else {
                 continue;
             };
             while tiles
                 .front()
-                .is_some_and(|t| (t.0 + 1).saturating_mul(size) - 1 <= horizon)
+                .is_some_and(|t| (t.idx + 1).saturating_mul(size) - 1 <= horizon)
             {
                 tiles.pop_front();
             }
@@ -439,120 +717,194 @@ impl KeyState {
 
     /// Every feature's value as of `t`, in the view's feature order.
     pub fn values(&mut self, plan: &Plan, t: Micros) -> Vec<Value> {
-        // count, sum and max of one column over one window share one accumulator.
-        let mut accs: Vec<(usize, Window, Acc)> = Vec::new();
-        plan.features
-            .iter()
-            .map(|f| {
-                let lo = self.horizon(&f.window, t);
-                match f.function {
-                    AggFunction::Last => self
-                        .events
-                        .range(range(&self.events, lo, t))
-                        .rev()
-                        .map(|e| &e.values[f.slot])
-                        .find(|v| Acc::of(v).n > 0)
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                    AggFunction::CountDistinct => {
-                        let mut seen = HashSet::new();
-                        for e in self.events.range(range(&self.events, lo, t)) {
-                            let v = &e.values[f.slot];
-                            if !v.is_null() {
-                                let mut b = Vec::new();
-                                ValueWriter::new(&mut b).put(v);
-                                seen.insert(b);
-                            }
-                        }
-                        Value::Int64(seen.len() as i64)
-                    }
-                    AggFunction::ApproxCountDistinct => {
-                        let mut sketch = Sketch::default();
-                        for e in self.events.range(range(&self.events, lo, t)) {
-                            let v = &e.values[f.slot];
-                            if !v.is_null() {
-                                sketch.add(v);
-                            }
-                        }
-                        Value::Int64(sketch.estimate())
-                    }
-                    function => {
-                        let acc = match accs.iter().find(|a| a.0 == f.slot && a.1 == f.window) {
-                            Some(a) => a.2,
-                            None => {
-                                let acc = self.window_acc(plan, f, lo, t);
-                                accs.push((f.slot, f.window, acc));
-                                acc
-                            }
-                        };
-                        acc.finish(function, f.float)
-                    }
-                }
-            })
-            .collect()
+        let mut out = Vec::with_capacity(plan.features.len());
+        self.values_into(plan, t, &mut Scratch::default(), &mut out);
+        out
     }
 
-    fn window_acc(&mut self, plan: &Plan, f: &Feature, lo: Micros, t: Micros) -> Acc {
-        let raw = |events: &VecDeque<Event>, a: Micros, b: Micros| {
-            events
-                .range(range(events, a, b))
-                .fold(Acc::EMPTY, |acc, e| acc.combine(Acc::of(&e.values[f.slot])))
-        };
-        let Some(j) = f.tile else {
-            return raw(&self.events, lo, t);
-        };
-        if range(&self.events, lo, t).len() <= RAW_MAX {
-            return raw(&self.events, lo, t);
+    /// [`KeyState::values`] into `out` (cleared first), reusing `scratch`.
+    pub fn values_into(
+        &mut self,
+        plan: &Plan,
+        t: Micros,
+        scratch: &mut Scratch,
+        out: &mut Vec<Value>,
+    ) {
+        // Each window's events, found once for all that read it.
+        let upto = self.events.partition_point(|e| e.ts <= t);
+        scratch.spans.clear();
+        for w in &plan.windows {
+            let span = self.span(w, t, upto);
+            scratch.spans.push(span);
         }
+        scratch.accs.clear();
+        scratch.raw.clear();
+        for (i, a) in plan.accs.iter().enumerate() {
+            let (lo, events) = scratch.spans[a.window].clone();
+            let split = match a.tile {
+                Some(j) => self.split(plan, j, lo, t, events),
+                None => Split::Raw(events),
+            };
+            let acc = match split {
+                // Folded below, with the input's other windows read from events.
+                Split::Raw(r) => {
+                    scratch.raw.push((a.slot, r.start, i));
+                    Acc::EMPTY
+                }
+                Split::Tiled { head, tiles, tail } => {
+                    let mut acc = self.fold_slot(plan, a.slot, head);
+                    for tile in self.tiles(a.tile.unwrap_or_default()).range(tiles) {
+                        acc = acc.combine(tile.accs[a.slot]);
+                    }
+                    acc.combine(self.fold_slot(plan, a.slot, tail))
+                }
+            };
+            scratch.accs.push(acc);
+        }
+        // Windows read from events all end at the latest event up to `t`, so they nest: fold
+        // each input once, newest first, taking each window's value as the fold passes its
+        // oldest event (a fixed order, so the value still depends on the events alone).
+        scratch
+            .raw
+            .sort_unstable_by_key(|&(slot, start, _)| (slot, std::cmp::Reverse(start)));
+        let mut k = 0;
+        while k < scratch.raw.len() {
+            let slot = scratch.raw[k].0;
+            let (mut acc, mut at) = (Acc::EMPTY, upto);
+            while let Some(&(s, start, i)) = scratch.raw.get(k).filter(|x| x.0 == slot) {
+                debug_assert_eq!(s, slot);
+                self.fold_into(plan, slot, start..at, &mut acc, true);
+                at = start;
+                scratch.accs[i] = acc;
+                k += 1;
+            }
+        }
+        out.clear();
+        for f in &plan.features {
+            if let Some(a) = f.acc {
+                out.push(scratch.accs[a].finish(f.function, f.float));
+                continue;
+            }
+            let (lo, events) = scratch.spans[f.window].clone();
+            out.push(match f.function {
+                AggFunction::Last => events
+                    .rev()
+                    .map(|i| self.input(plan, i, f.slot))
+                    .find(|v| Acc::counts(v))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                AggFunction::CountDistinct => {
+                    let mut seen = HashSet::new();
+                    for i in events {
+                        let v = self.input(plan, i, f.slot);
+                        if !v.is_null() {
+                            let mut b = Vec::new();
+                            ValueWriter::new(&mut b).put(v);
+                            seen.insert(b);
+                        }
+                    }
+                    Value::Int64(seen.len() as i64)
+                }
+                _ => {
+                    let (j, at) = f.sketch.unwrap_or_default();
+                    let parts = match f.sketch {
+                        Some(_) => self.split(plan, j, lo, t, events),
+                        None => Split::Raw(events),
+                    };
+                    let merge = &mut scratch.sketch;
+                    let raw = |merge: &mut hll::Merge, r: Range<usize>| {
+                        for i in r {
+                            if let Some(x) = self.hll_slot(plan, i, f.slot) {
+                                merge.add(x);
+                            }
+                        }
+                    };
+                    match parts {
+                        Split::Raw(r) => raw(merge, r),
+                        Split::Tiled { head, tiles, tail } => {
+                            raw(merge, head);
+                            for tile in self.tiles(j).range(tiles) {
+                                for &x in &tile.sketches[at] {
+                                    merge.add(x);
+                                }
+                            }
+                            raw(merge, tail);
+                        }
+                    }
+                    Value::Int64(merge.take_estimate())
+                }
+            });
+        }
+    }
+
+    /// How to read the window `lo < ts <= t`, whose events are at `all`, with tiles of the
+    /// plan's `j`-th size: a window of few events, or one not covering a whole tile, from its
+    /// events alone; otherwise the events of the partial tile at its tail, the whole tiles, and
+    /// the events of the partial tile at its head (building the key's tiles of that size if it
+    /// has none yet).
+    fn split(&mut self, plan: &Plan, j: usize, lo: Micros, t: Micros, all: Range<usize>) -> Split {
         let size = plan.tiles[j];
         let first = lo.div_euclid(size) + 1;
         let last = t.saturating_add(1).div_euclid(size) - 1;
-        if first > last {
-            return raw(&self.events, lo, t);
+        if all.len() <= RAW_MAX || first > last {
+            return Split::Raw(all);
         }
-        let events = &self.events;
-        let tiles =
-            self.tiles[j].get_or_insert_with(|| build_tiles(events, size, plan.slots.len()));
-        let from = tiles.partition_point(|x| x.0 < first);
-        let to = tiles.partition_point(|x| x.0 <= last);
-        let mut acc = raw(events, lo, first.saturating_mul(size) - 1);
-        for tile in tiles.range(from..to) {
-            acc = acc.combine(tile.1[f.slot]);
+        if self.tiles.is_empty() {
+            self.tiles = vec![None; plan.tiles.len()];
         }
-        acc.combine(raw(events, (last + 1).saturating_mul(size) - 1, t))
+        if self.tiles[j].is_none() {
+            self.tiles[j] = Some(self.build_tiles(plan, size));
+        }
+        let tiles = self.tiles(j);
+        Split::Tiled {
+            head: range(&self.events, lo, first.saturating_mul(size) - 1),
+            tiles: tiles.partition_point(|x| x.idx < first)
+                ..tiles.partition_point(|x| x.idx <= last),
+            tail: range(&self.events, (last + 1).saturating_mul(size) - 1, t),
+        }
+    }
+
+    /// The key's tiles of the plan's `j`-th size (empty if not built).
+    fn tiles(&self, j: usize) -> &VecDeque<Tile> {
+        static NONE: VecDeque<Tile> = VecDeque::new();
+        match self.tiles.get(j) {
+            Some(Some(t)) => t,
+            _ => &NONE,
+        }
+    }
+
+    /// The tiles of size `size` over the key's events, as the incremental updates in
+    /// [`KeyState::insert`] build them.
+    fn build_tiles(&self, plan: &Plan, size: Micros) -> VecDeque<Tile> {
+        let mut tiles: VecDeque<Tile> = VecDeque::new();
+        let mut i = 0;
+        while i < self.events.len() {
+            let idx = self.events[i].ts.div_euclid(size);
+            let end = i + self
+                .events
+                .range(i..)
+                .take_while(|e| e.ts.div_euclid(size) == idx)
+                .count();
+            tiles.push_back(self.tile(plan, idx, i..end));
+            i = end;
+        }
+        tiles
     }
 }
 
-/// The tiles of size `size` over `events`: each a fold of its events in order, as the
-/// incremental updates in [`KeyState::insert`] build them.
-fn build_tiles(events: &VecDeque<Event>, size: Micros, slots: usize) -> VecDeque<Tile> {
-    let mut tiles: VecDeque<Tile> = VecDeque::new();
-    let mut i = 0;
-    while i < events.len() {
-        let idx = events[i].ts.div_euclid(size);
-        let end = i + events
-            .range(i..)
-            .take_while(|e| e.ts.div_euclid(size) == idx)
-            .count();
-        tiles.push_back((idx, fold(events.range(i..end), slots)));
-        i = end;
-    }
-    tiles
+/// A window's events, positions in a key's events and tiles.
+enum Split {
+    Raw(Range<usize>),
+    Tiled {
+        head: Range<usize>,
+        tiles: Range<usize>,
+        tail: Range<usize>,
+    },
 }
 
 /// The positions of the events with `after < ts <= upto`.
-fn range(events: &VecDeque<Event>, after: Micros, upto: Micros) -> std::ops::Range<usize> {
+fn range(events: &VecDeque<Kept>, after: Micros, upto: Micros) -> Range<usize> {
     let a = events.partition_point(|e| e.ts <= after);
     let b = events.partition_point(|e| e.ts <= upto);
     a..b.max(a)
-}
-
-fn fold<'a>(events: impl Iterator<Item = &'a Event>, slots: usize) -> Box<[Acc]> {
-    let mut accs = vec![Acc::EMPTY; slots];
-    for e in events {
-        for (acc, v) in accs.iter_mut().zip(e.values.iter()) {
-            *acc = acc.combine(Acc::of(v));
-        }
-    }
-    accs.into_boxed_slice()
 }

@@ -43,6 +43,10 @@ struct Cli {
     command: cmd::Command,
 }
 
+/// mimalloc rather than the system allocator: see the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `kiln serve` sets logging up itself, with trace export when kiln.toml asks for it.

@@ -21,8 +21,8 @@ use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use kiln_core::spec::{AggFunction, AggregationSpec, Field, SourceSpec, ViewVersion};
 use kiln_core::{Value, ValueType, key::entity_key};
 use kiln_store::online::{OnlineStore, RedbStore};
-use kiln_stream::event::{EventSchema, decode_row, encode_row};
-use kiln_stream::log::{LogReader, LogWriter};
+use kiln_stream::event::{EventSchema, decode_row_into, encode_row};
+use kiln_stream::log::{LogBatch, LogReader, LogWriter};
 use kiln_stream::operator::ViewOperator;
 use kiln_stream::pipeline::{SourceStream, StreamOptions, run as run_stream};
 use kiln_stream::window::Plan;
@@ -219,13 +219,15 @@ fn throughput(
     let started = Instant::now();
     let mut reader = LogReader::open(log_dir, 0)?;
     let mut now = i64::MIN;
+    let mut batch = LogBatch::default();
+    let mut row = Vec::new();
     loop {
-        let batch = reader.read(4096)?;
+        reader.read_batch(4096, &mut batch)?;
         if batch.is_empty() {
             break;
         }
-        for l in &batch {
-            let row = decode_row(&l.payload, 3).map_err(anyhow::Error::msg)?;
+        for l in batch.iter() {
+            decode_row_into(l.payload, 3, &mut row).map_err(anyhow::Error::msg)?;
             now = now.max(schema.event_ts(&row));
             op.apply(&schema, &row, l.offset);
         }
