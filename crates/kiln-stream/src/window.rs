@@ -206,13 +206,6 @@ impl Plan {
             None => Value::Null,
         })
     }
-
-    /// The slot values of an event row (as checkpoints keep them).
-    pub fn slot_values(&self, row: &[Value]) -> Box<[Value]> {
-        std::iter::once(Value::Bool(true))
-            .chain(self.inputs(row))
-            .collect()
-    }
 }
 
 /// The pre-aggregate of some values of one input: everything every function needs.
