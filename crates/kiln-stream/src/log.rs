@@ -1,28 +1,38 @@
-//! The embedded event log: one append-only file per source (`events.log` in the source's log
-//! directory), the default place events go before anything computes on them.
+//! The embedded event log: a directory of segment files per source, the default place events
+//! go before anything computes on them.
 //!
 //! Each event is a frame `[length u32][checksum u32][payload]` (little-endian; the checksum is
 //! the low 32 bits of the payload's XXH3). An append writes its frames and `fsync`s before it
 //! returns, so the push API acknowledges only what survives a crash. An event's offset is the
-//! byte position of its frame: offsets only grow, which makes them the stream's sequence
-//! numbers and its checkpoint positions.
+//! byte position of its frame in the whole log: offsets only grow, which makes them the stream's
+//! sequence numbers and its checkpoint positions.
+//!
+//! The log is cut into segments, `{offset of its first frame:020}.log` (a log written before
+//! segments is one file, `events.log`, which reads as the segment at 0). The writer starts a new
+//! segment once the current one holds `segment_bytes`; only the last segment is ever written,
+//! so a reader that reaches the end of one segment while the next exists has read it all.
+//! Segments make retention possible: [`trim`] deletes whole segments that a checkpoint has
+//! passed and that are older than the retention, oldest first, never the last one.
 //!
 //! Besides events, a log holds what a broker connector ([`crate::connector`]) needs to resume
 //! exactly: the broker position its appends reached ([`FrameKind::Position`], written in the
 //! same append as the events it covers) and the messages it could not read as events
 //! ([`FrameKind::Rejected`], which the stream turns into dead letters). The kind is the top
 //! byte of the length word, which event sizes never reach, so a log of events only reads as
-//! it always did.
+//! it always did. [`FrameKind::Time`] frames move the stream's time on while no events come.
+//! A new segment starts with the last position frame written before it, so that
+//! a writer finds where its connector stood by reading the last segment alone.
 //!
 //! One process appends (a `LOCK` file, held with an OS lock, keeps a second one out); any
 //! number read. A crash in the middle of an append leaves a torn frame at the end, which
-//! readers stop at and the next writer cuts off. The log is not yet segmented or trimmed: it
-//! grows until it is deleted.
+//! readers stop at and the next writer cuts off.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use crate::StreamError;
 
@@ -31,9 +41,31 @@ const FRAME_HEADER: usize = 8;
 /// length cannot make a reader allocate gigabytes); 16 MiB less a byte, the most the length
 /// bits of a frame header hold.
 pub const MAX_EVENT_BYTES: usize = LEN_MASK as usize;
-const LOG_FILE: &str = "events.log";
+/// The file of a log written before segments: the segment at offset 0.
+const LEGACY_FILE: &str = "events.log";
 const KIND_SHIFT: u32 = 24;
 const LEN_MASK: u32 = (1 << KIND_SHIFT) - 1;
+/// How large a segment grows before the writer starts the next one, unless configured.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
+
+/// How the process holding a log writes it.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A new segment is begun once the current one holds this many bytes.
+    pub segment_bytes: u64,
+    /// Log the clock's time when nothing was appended for this long
+    /// ([`crate::appender::Appender::tick_when_idle`]); `None`: never.
+    pub tick_when_idle: Option<std::time::Duration>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            tick_when_idle: None,
+        }
+    }
+}
 
 /// What a frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +76,11 @@ pub enum FrameKind {
     Position,
     /// A broker message that is not an event of the source: a JSON object with the reason.
     Rejected,
+    /// The clock's time (microseconds, `i64` little-endian), written by the process holding
+    /// the log when nothing was appended for a while ([`crate::appender::Appender::tick_when_idle`]):
+    /// the stream's time moves on to it, so an idle source's windows still empty, and since
+    /// it is logged, a replay moves on at the same place.
+    Time,
 }
 
 impl FrameKind {
@@ -52,6 +89,7 @@ impl FrameKind {
             FrameKind::Event => 0,
             FrameKind::Position => 1,
             FrameKind::Rejected => 2,
+            FrameKind::Time => 3,
         }
     }
 
@@ -60,6 +98,7 @@ impl FrameKind {
             0 => FrameKind::Event,
             1 => FrameKind::Position,
             2 => FrameKind::Rejected,
+            3 => FrameKind::Time,
             _ => return None,
         })
     }
@@ -69,8 +108,83 @@ fn checksum(payload: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(payload) as u32
 }
 
+fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// The log's segments in `dir`: (offset of the first frame, path), in order.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StreamError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StreamError::io(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(StreamError::io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let base = if name == LEGACY_FILE {
+            Some(0)
+        } else {
+            name.strip_suffix(".log")
+                .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+        };
+        if let Some(base) = base {
+            out.push((base, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The offset of the log's first frame still kept (0 unless retention deleted segments).
+pub fn start(dir: &Path) -> Result<u64, StreamError> {
+    Ok(segments(dir)?.first().map_or(0, |s| s.0))
+}
+
+/// Deletes, oldest first, the segments wholly before `upto` (a checkpoint's offset) that were
+/// last written before `older_than`; stops at the first that must stay, so the log is never
+/// cut in its middle, and never deletes the last segment. Returns the paths deleted.
+pub fn trim(dir: &Path, upto: u64, older_than: SystemTime) -> Result<Vec<PathBuf>, StreamError> {
+    let segs = segments(dir)?;
+    let mut deleted = Vec::new();
+    for pair in segs.windows(2) {
+        let ((_, path), (next, _)) = (&pair[0], &pair[1]);
+        let written = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(StreamError::io(path))?;
+        if *next > upto || written > older_than {
+            break;
+        }
+        std::fs::remove_file(path).map_err(StreamError::io(path))?;
+        deleted.push(path.clone());
+    }
+    Ok(deleted)
+}
+
+/// The segment being written, shared with [`Syncer`]s so that they follow it to the next.
+#[derive(Debug)]
+struct Current {
+    path: PathBuf,
+    file: File,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StreamError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StreamError::io(dir))
+}
+
 /// Appends events; one per log at a time.
 pub struct LogWriter {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// The offset of the current segment's first frame.
+    base: u64,
+    current: Arc<Mutex<Current>>,
     path: PathBuf,
     file: File,
     end: u64,
@@ -81,6 +195,11 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens (creating) the log in `dir`, cutting off a torn frame a crash left at its end.
     pub fn open(dir: &Path) -> Result<LogWriter, StreamError> {
+        Self::open_with(dir, DEFAULT_SEGMENT_BYTES)
+    }
+
+    /// [`LogWriter::open`], starting a new segment once one holds `segment_bytes`.
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<LogWriter, StreamError> {
         std::fs::create_dir_all(dir).map_err(StreamError::io(dir))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -95,47 +214,52 @@ impl LogWriter {
         let mut lock = lock;
         lock.set_len(0).map_err(StreamError::io(&lock_path))?;
         let _ = write!(lock, "{}", std::process::id());
-        let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(StreamError::io(&path))?;
-        let mut reader = LogReader::from_file(
-            path.clone(),
-            file.try_clone().map_err(StreamError::io(&path))?,
-            0,
-        );
-        let mut last_position = None;
-        loop {
-            let frames = reader.read(4096)?;
-            if frames.is_empty() {
-                break;
-            }
-            if let Some(p) = frames.into_iter().rfind(|f| f.kind == FrameKind::Position) {
-                last_position = Some(p.payload);
-            }
-        }
-        let end = reader.position();
+        let segs = segments(dir)?;
+        let (base, path) = segs
+            .last()
+            .cloned()
+            .unwrap_or_else(|| (0, segment_path(dir, 0)));
+        let file = open_segment(&path)?;
+        let (end, mut last_position) = scan(&path, &file, base)?;
         let len = file.metadata().map_err(StreamError::io(&path))?.len();
-        if len > end {
+        if len > end - base {
             tracing::warn!(
                 log = %path.display(),
                 "cutting off {} bytes of a torn append at the end of the event log",
-                len - end
+                len - (end - base)
             );
-            file.set_len(end).map_err(StreamError::io(&path))?;
+            file.set_len(end - base).map_err(StreamError::io(&path))?;
             file.sync_all().map_err(StreamError::io(&path))?;
         }
-        Ok(LogWriter {
+        // A segment is begun with the last position; a crash right after creating one leaves
+        // it empty, and the position is in the segment before.
+        let mut carry = None;
+        if end == base && segs.len() > 1 {
+            let (prev_base, prev) = &segs[segs.len() - 2];
+            let prev_file = open_segment(prev)?;
+            last_position = scan(prev, &prev_file, *prev_base)?.1;
+            carry = last_position.clone();
+        }
+        sync_dir(dir)?;
+        let mut w = LogWriter {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(1),
+            base,
+            current: Arc::new(Mutex::new(Current {
+                path: path.clone(),
+                file: file.try_clone().map_err(StreamError::io(&path))?,
+            })),
             path,
             file,
             end,
             last_position,
             _lock: lock,
-        })
+        };
+        if let Some(p) = carry {
+            w.append_raw(&[(FrameKind::Position, p.as_slice())])?;
+            w.file.sync_data().map_err(StreamError::io(&w.path))?;
+        }
+        Ok(w)
     }
 
     /// Appends `events` (each already encoded) durably; returns the offset of the first and
@@ -154,11 +278,10 @@ impl LogWriter {
 
     /// A handle that makes what was written durable (`sync_data`) without holding the writer,
     /// so concurrent appenders can share one `fsync` (group commit).
-    pub fn syncer(&self) -> Result<Syncer, StreamError> {
-        Ok(Syncer {
-            file: self.file.try_clone().map_err(StreamError::io(&self.path))?,
-            path: self.path.clone(),
-        })
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            current: self.current.clone(),
+        }
     }
 
     /// Writes `events` without waiting for the disk; [`Syncer::sync`] or [`LogWriter::append`]
@@ -167,23 +290,32 @@ impl LogWriter {
         self.write_frames(events.iter().map(|e| (FrameKind::Event, e.as_slice())))
     }
 
-    /// Writes frames of any kind, like [`LogWriter::write`].
+    /// Writes frames of any kind, like [`LogWriter::write`], all in one segment (a new one if
+    /// the current is full).
     pub fn write_frames<'a>(
         &mut self,
         frames: impl Iterator<Item = (FrameKind, &'a [u8])> + Clone,
     ) -> Result<(u64, u64), StreamError> {
-        let mut buf = Vec::with_capacity(frames.clone().map(|(_, e)| e.len() + FRAME_HEADER).sum());
+        if let Some(e) = frames.clone().find(|(_, e)| e.len() > MAX_EVENT_BYTES) {
+            return Err(StreamError::BadEvent {
+                at: "event".into(),
+                message: format!(
+                    "{} bytes is larger than the {MAX_EVENT_BYTES}-byte limit",
+                    e.1.len()
+                ),
+            });
+        }
+        if self.end - self.base >= self.segment_bytes {
+            self.roll()?;
+        }
+        let frames: Vec<(FrameKind, &[u8])> = frames.collect();
+        self.append_raw(&frames)
+    }
+
+    fn append_raw(&mut self, frames: &[(FrameKind, &[u8])]) -> Result<(u64, u64), StreamError> {
+        let mut buf = Vec::with_capacity(frames.iter().map(|(_, e)| e.len() + FRAME_HEADER).sum());
         let mut position = None;
-        for (kind, e) in frames {
-            if e.len() > MAX_EVENT_BYTES {
-                return Err(StreamError::BadEvent {
-                    at: "event".into(),
-                    message: format!(
-                        "{} bytes is larger than the {MAX_EVENT_BYTES}-byte limit",
-                        e.len()
-                    ),
-                });
-            }
+        for &(kind, e) in frames {
             buf.extend_from_slice(&(e.len() as u32 | kind.code() << KIND_SHIFT).to_le_bytes());
             buf.extend_from_slice(&checksum(e).to_le_bytes());
             buf.extend_from_slice(e);
@@ -192,9 +324,9 @@ impl LogWriter {
             }
         }
         let first = self.end;
-        if let Err(e) = self.file.write_all_at(&buf, first) {
+        if let Err(e) = self.file.write_all_at(&buf, first - self.base) {
             // Whatever part was written is a torn tail: cut it so the log stays well-formed.
-            let _ = self.file.set_len(first);
+            let _ = self.file.set_len(first - self.base);
             return Err(StreamError::Io {
                 path: self.path.clone(),
                 source: e,
@@ -207,22 +339,92 @@ impl LogWriter {
         Ok((first, self.end))
     }
 
+    /// Ends the current segment (durably) and starts the next at the log's end, beginning it
+    /// with the last position.
+    fn roll(&mut self) -> Result<(), StreamError> {
+        self.file.sync_data().map_err(StreamError::io(&self.path))?;
+        let path = segment_path(&self.dir, self.end);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StreamError::io(&path))?;
+        sync_dir(&self.dir)?;
+        {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            *current = Current {
+                path: path.clone(),
+                file: file.try_clone().map_err(StreamError::io(&path))?,
+            };
+        }
+        self.base = self.end;
+        self.path = path;
+        self.file = file;
+        if let Some(p) = self.last_position.clone() {
+            self.append_raw(&[(FrameKind::Position, p.as_slice())])?;
+        }
+        Ok(())
+    }
+
     /// The offset the next event will get.
     pub fn end(&self) -> u64 {
         self.end
     }
 }
 
-/// Makes a log's writes durable, from any thread.
-#[derive(Debug)]
+fn open_segment(path: &Path) -> Result<File, StreamError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(StreamError::io(path))
+}
+
+/// Reads a segment's frames: the offset after the last whole one and the last position.
+fn scan(path: &Path, file: &File, base: u64) -> Result<(u64, Option<Vec<u8>>), StreamError> {
+    let mut reader = LogReader {
+        dir: PathBuf::new(),
+        path: path.to_path_buf(),
+        file: file.try_clone().map_err(StreamError::io(path))?,
+        base,
+        pos: base,
+        buf: Vec::new(),
+    };
+    let mut batch = LogBatch::default();
+    let mut last_position = None;
+    loop {
+        reader.read_segment(4096, &mut batch)?;
+        if batch.is_empty() {
+            break;
+        }
+        if let Some(p) = batch
+            .iter()
+            .filter(|f| f.kind == FrameKind::Position)
+            .last()
+        {
+            last_position = Some(p.payload.to_vec());
+        }
+    }
+    Ok((reader.pos, last_position))
+}
+
+/// Makes a log's writes durable, from any thread (following the writer to new segments: a
+/// segment is synced in full before the next is begun).
+#[derive(Debug, Clone)]
 pub struct Syncer {
-    file: File,
-    path: PathBuf,
+    current: Arc<Mutex<Current>>,
 }
 
 impl Syncer {
     pub fn sync(&self) -> Result<(), StreamError> {
-        self.file.sync_data().map_err(StreamError::io(&self.path))
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current
+            .file
+            .sync_data()
+            .map_err(StreamError::io(&current.path))
     }
 }
 
@@ -283,46 +485,66 @@ impl LogBatch {
     }
 }
 
-/// Reads a log from an offset onwards; sees events as they are appended.
+/// Reads a log from an offset onwards, segment after segment; sees events as they are
+/// appended.
 pub struct LogReader {
+    dir: PathBuf,
     path: PathBuf,
     file: File,
+    /// The offset of the current segment's first frame.
+    base: u64,
     pos: u64,
     buf: Vec<u8>,
 }
 
 impl LogReader {
-    /// A reader of the log in `dir` starting at `offset` (0, or an offset a checkpoint
-    /// recorded). A log that does not exist yet reads as empty until it does.
+    /// A reader of the log in `dir` starting at `offset` (the log's start, or an offset a
+    /// checkpoint recorded). A log that does not exist yet reads as empty until it does.
     pub fn open(dir: &Path, offset: u64) -> Result<LogReader, StreamError> {
         std::fs::create_dir_all(dir).map_err(StreamError::io(dir))?;
-        let path = dir.join(LOG_FILE);
+        let mut segs = segments(dir)?;
+        if segs.is_empty() {
+            let path = segment_path(dir, 0);
+            open_segment(&path)?;
+            segs.push((0, path));
+        }
+        let first = segs[0].0;
+        if offset < first {
+            return Err(StreamError::Corrupt {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "offset {offset} is before the log's start ({first}): retention deleted the segments holding it"
+                ),
+            });
+        }
+        let (base, path) = segs
+            .iter()
+            .rev()
+            .find(|s| s.0 <= offset)
+            .cloned()
+            .unwrap_or_default();
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .append(true)
             .read(true)
             .open(&path)
             .map_err(StreamError::io(&path))?;
         let len = file.metadata().map_err(StreamError::io(&path))?.len();
-        if offset > len {
+        if offset > base + len {
             return Err(StreamError::Corrupt {
                 path,
                 message: format!(
-                    "the checkpoint's offset {offset} is past the log's end ({len} bytes): the log was replaced or cut; delete the checkpoint to start over"
+                    "the checkpoint's offset {offset} is past the log's end ({} bytes): the log was replaced or cut; delete the checkpoint to start over",
+                    base + len
                 ),
             });
         }
-        Ok(Self::from_file(path, file, offset))
-    }
-
-    fn from_file(path: PathBuf, file: File, pos: u64) -> LogReader {
-        LogReader {
+        Ok(LogReader {
+            dir: dir.to_path_buf(),
             path,
             file,
-            pos,
+            base,
+            pos: offset,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// The offset of the next event to read.
@@ -344,8 +566,49 @@ impl LogReader {
             .collect())
     }
 
-    /// [`LogReader::read`] into `out` (cleared first), without allocating per event.
+    /// [`LogReader::read`] into `out` (cleared first), without allocating per event; moves on
+    /// to the next segment at the end of one.
     pub fn read_batch(&mut self, max: usize, out: &mut LogBatch) -> Result<(), StreamError> {
+        loop {
+            self.read_segment(max, out)?;
+            if !out.is_empty() || self.dir.as_os_str().is_empty() {
+                return Ok(());
+            }
+            let next = segment_path(&self.dir, self.pos);
+            if !next.exists() {
+                return Ok(());
+            }
+            // Once the next segment exists nothing more is written to this one, and what was
+            // written before it is visible now.
+            self.read_segment(max, out)?;
+            if !out.is_empty() {
+                return Ok(());
+            }
+            let len = self
+                .file
+                .metadata()
+                .map_err(StreamError::io(&self.path))?
+                .len();
+            if self.base + len > self.pos {
+                return Err(StreamError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!(
+                        "the frame at offset {} does not read back (a later segment exists, so it is not an append in progress)",
+                        self.pos
+                    ),
+                });
+            }
+            self.file = OpenOptions::new()
+                .read(true)
+                .open(&next)
+                .map_err(StreamError::io(&next))?;
+            self.base = self.pos;
+            self.path = next;
+        }
+    }
+
+    /// Reads frames from the current segment only.
+    fn read_segment(&mut self, max: usize, out: &mut LogBatch) -> Result<(), StreamError> {
         out.clear();
         // About what `max` small events take, within 64 KiB..1 MiB; grown for a larger event.
         let mut chunk = max.saturating_mul(64).clamp(1 << 16, 1 << 20);
@@ -353,7 +616,7 @@ impl LogReader {
             self.buf.resize(chunk, 0);
             let n = self
                 .file
-                .read_at(&mut self.buf, self.pos)
+                .read_at(&mut self.buf, self.pos - self.base)
                 .map_err(StreamError::io(&self.path))?;
             let data = &self.buf[..n];
             let mut at = 0usize;
@@ -476,7 +739,7 @@ mod tests {
             w.append(&[b"kept".to_vec()]).expect("append").1
         };
         // A crash halfway through a frame: header and part of the payload.
-        let path = dir.path().join(LOG_FILE);
+        let path = segment_path(dir.path(), 0);
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(&[10, 0, 0, 0, 1, 2, 3, 4, b'x'])
             .expect("write");
@@ -495,5 +758,176 @@ mod tests {
             got.iter().map(|l| l.payload.as_slice()).collect::<Vec<_>>(),
             [b"kept".as_slice(), b"next"]
         );
+    }
+    fn payloads(dir: &Path, from: u64) -> Vec<Vec<u8>> {
+        let mut r = LogReader::open(dir, from).expect("reader");
+        let mut out = Vec::new();
+        loop {
+            let got = r.read(3).expect("read");
+            if got.is_empty() {
+                return out;
+            }
+            out.extend(got.into_iter().map(|l| l.payload));
+        }
+    }
+
+    #[test]
+    fn segments_roll_and_read_as_one_log_and_a_reader_follows_the_writer_across_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = LogWriter::open_with(dir.path(), 100).expect("open");
+        let mut live = LogReader::open(dir.path(), 0).expect("live reader");
+        let mut seen = Vec::new();
+        let mut offsets = Vec::new();
+        for i in 0..40u32 {
+            let (first, _) = w
+                .append(&[format!("event-{i:02}-{}", "x".repeat(i as usize)).into_bytes()])
+                .expect("append");
+            offsets.push(first);
+            if i % 7 == 0 {
+                seen.extend(
+                    live.read(100)
+                        .expect("live read")
+                        .into_iter()
+                        .map(|l| l.offset),
+                );
+            }
+        }
+        seen.extend(
+            live.read(100)
+                .expect("live read")
+                .into_iter()
+                .map(|l| l.offset),
+        );
+        seen.extend(
+            live.read(100)
+                .expect("live read")
+                .into_iter()
+                .map(|l| l.offset),
+        );
+        let segs = segments(dir.path()).expect("segments");
+        assert!(segs.len() > 5, "{segs:?}");
+        // Each segment starts where the one before ended: offsets are the whole log's.
+        for pair in segs.windows(2) {
+            let len = std::fs::metadata(&pair[0].1).expect("stat").len();
+            assert_eq!(pair[0].0 + len, pair[1].0);
+        }
+        let all = payloads(dir.path(), 0);
+        assert_eq!(all.len(), 40);
+        assert_eq!(all[39], format!("event-39-{}", "x".repeat(39)).into_bytes());
+        // A checkpoint's offset in any segment resumes there.
+        assert_eq!(payloads(dir.path(), offsets[23])[0], all[23]);
+        // Frames are read in time whether the reader was ahead of the writer or behind.
+        let mut live_rest = live.read(100).expect("read");
+        while !live_rest.is_empty() {
+            seen.extend(live_rest.iter().map(|l| l.offset));
+            live_rest = live.read(100).expect("read");
+        }
+        assert_eq!(seen, offsets);
+    }
+
+    #[test]
+    fn the_last_position_is_found_in_the_last_segment_even_when_it_was_left_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut w = LogWriter::open_with(dir.path(), 64).expect("open");
+            w.write_frames(
+                [
+                    (FrameKind::Event, [1u8; 70].as_slice()),
+                    (FrameKind::Position, b"p1".as_slice()),
+                ]
+                .into_iter(),
+            )
+            .expect("write");
+            // Rolls: the new segment begins with the position.
+            w.append(&[b"after".to_vec()]).expect("append");
+        }
+        let w = LogWriter::open_with(dir.path(), 64).expect("reopen");
+        assert_eq!(w.last_position(), Some(b"p1".as_slice()));
+        let end = w.end();
+        drop(w);
+        // A crash right after a new segment was created leaves it empty.
+        File::create(segment_path(dir.path(), end)).expect("empty segment");
+        let w = LogWriter::open_with(dir.path(), 64).expect("reopen");
+        assert_eq!(w.last_position(), Some(b"p1".as_slice()));
+        assert!(
+            w.end() > end,
+            "the position is carried into the empty segment"
+        );
+        let kinds: Vec<FrameKind> = LogReader::open(dir.path(), 0)
+            .expect("reader")
+            .read(10)
+            .expect("read")
+            .iter()
+            .map(|l| l.kind)
+            .collect();
+        use FrameKind::{Event, Position};
+        assert_eq!(kinds, [Event, Position]);
+        let mut r = LogReader::open(dir.path(), 0).expect("reader");
+        let mut all = Vec::new();
+        loop {
+            let got = r.read(10).expect("read");
+            if got.is_empty() {
+                break;
+            }
+            all.extend(got.into_iter().map(|l| (l.kind, l.payload)));
+        }
+        assert_eq!(
+            all,
+            [
+                (Event, vec![1u8; 70]),
+                (Position, b"p1".to_vec()),
+                (Position, b"p1".to_vec()),
+                (Event, b"after".to_vec()),
+                (Position, b"p1".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_log_written_before_segments_reads_on_and_grows_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The format of the single-file log: the same frames in `events.log`.
+        {
+            let mut w = LogWriter::open(dir.path()).expect("open");
+            w.append(&[b"old".to_vec()]).expect("append");
+        }
+        std::fs::rename(segment_path(dir.path(), 0), dir.path().join(LEGACY_FILE)).expect("rename");
+        let mut w = LogWriter::open_with(dir.path(), 8).expect("reopen");
+        w.append(&[b"new".to_vec()]).expect("append");
+        assert_eq!(payloads(dir.path(), 0), [b"old".to_vec(), b"new".to_vec()]);
+        assert_eq!(segments(dir.path()).expect("segments").len(), 2);
+    }
+
+    #[test]
+    fn trim_deletes_only_old_segments_a_checkpoint_has_passed_and_never_the_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = LogWriter::open_with(dir.path(), 10).expect("open");
+        let mut offsets = Vec::new();
+        for i in 0..6u8 {
+            offsets.push(w.append(&[vec![i; 12]]).expect("append").0);
+        }
+        assert_eq!(segments(dir.path()).expect("segments").len(), 6);
+        let future = SystemTime::now() + std::time::Duration::from_secs(60);
+        // Nothing is old enough.
+        assert!(
+            trim(dir.path(), u64::MAX, std::time::UNIX_EPOCH)
+                .expect("trim")
+                .is_empty()
+        );
+        // Up to the fourth event's offset: the three segments before it.
+        let deleted = trim(dir.path(), offsets[3], future).expect("trim");
+        assert_eq!(deleted.len(), 3);
+        assert_eq!(start(dir.path()).expect("start"), offsets[3]);
+        assert_eq!(payloads(dir.path(), offsets[3]).len(), 3);
+        let err = LogReader::open(dir.path(), offsets[1])
+            .err()
+            .expect("trimmed");
+        assert!(err.to_string().contains("retention"), "{err}");
+        // Everything checkpointed: all but the last segment.
+        trim(dir.path(), u64::MAX, future).expect("trim");
+        assert_eq!(start(dir.path()).expect("start"), offsets[5]);
+        w.append(&[b"more".to_vec()])
+            .expect("append after trimming");
+        assert_eq!(payloads(dir.path(), offsets[5]).len(), 2);
     }
 }

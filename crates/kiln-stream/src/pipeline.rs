@@ -39,6 +39,9 @@ pub struct StreamOptions {
     pub batch: usize,
     /// How long to wait for new events when the log has none.
     pub idle_poll: Duration,
+    /// Log segments a checkpoint has passed are deleted once last written this long ago;
+    /// `None` keeps the whole log.
+    pub retention: Option<Duration>,
 }
 
 impl Default for StreamOptions {
@@ -49,6 +52,7 @@ impl Default for StreamOptions {
             checkpoint_events: 1_000_000,
             batch: 4096,
             idle_poll: Duration::from_millis(2),
+            retention: None,
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct SourceStream {
     /// Reused per batch and per event.
     batch: LogBatch,
     row: Row,
+    /// Rows of views whose state was rebuilt on opening, written by the first step.
+    pending: Vec<(usize, Rows)>,
+    dir: PathBuf,
 }
 
 impl SourceStream {
@@ -119,25 +126,31 @@ impl SourceStream {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let checkpoint_path = dir.join("checkpoint");
-        let mut checkpoint = Checkpoint::load(&checkpoint_path)?.unwrap_or_default();
+        let loaded = Checkpoint::load(&checkpoint_path)?;
+        let log_start = crate::log::start(dir)?;
+        if loaded.is_none() && log_start > 0 {
+            return Err(StreamError::Setup(format!(
+                "the event log in {} starts at offset {log_start} (retention deleted the segments before it) and there is no checkpoint to resume from: the stream cannot be rebuilt from the log; restore the checkpoint file",
+                dir.display()
+            )));
+        }
+        let mut checkpoint = loaded.unwrap_or_default();
+        let mut pending = Vec::new();
         let same_views = checkpoint.views.len() == operators.len()
             && checkpoint
                 .views
                 .iter()
                 .zip(&operators)
                 .all(|(s, o)| s.name == o.view().name && s.version == o.view().version);
-        if !same_views && checkpoint.offset > 0 {
-            tracing::warn!(
-                source = %schema.source,
-                "the source's aggregated views changed since the last checkpoint: rebuilding their state from the start of the log"
-            );
-            checkpoint = Checkpoint::default();
-        }
-        for (saved, op) in checkpoint.views.drain(..).zip(operators.iter_mut()) {
-            for k in saved.keys {
-                op.restore(k.key, k.as_of, k.seq, k.events);
+        if same_views {
+            for (saved, op) in checkpoint.views.drain(..).zip(operators.iter_mut()) {
+                for k in saved.keys {
+                    op.restore(k.key, k.as_of, k.seq, k.events);
+                }
+                op.advance(checkpoint.stream_time);
             }
-            op.advance(checkpoint.stream_time);
+        } else if checkpoint.offset > 0 {
+            pending = rebuild(dir, &schema, &mut operators, log_start, &checkpoint, &opts)?;
         }
         Ok(SourceStream {
             reader: LogReader::open(dir, checkpoint.offset)?,
@@ -162,6 +175,8 @@ impl SourceStream {
             broker_position: std::mem::take(&mut checkpoint.broker_position),
             batch: LogBatch::default(),
             row: Row::new(),
+            pending,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -199,7 +214,10 @@ impl SourceStream {
         let mut batch = std::mem::take(&mut self.batch);
         self.reader.read_batch(max, &mut batch)?;
         self.behind = batch.len() == max;
-        let mut step = Step::default();
+        let mut step = Step {
+            rows: std::mem::take(&mut self.pending),
+            ..Step::default()
+        };
         let mut row = std::mem::take(&mut self.row);
         for l in batch.iter() {
             match l.kind {
@@ -207,6 +225,10 @@ impl SourceStream {
                 // Where a connector had read its broker to: nothing to apply.
                 FrameKind::Position => {
                     self.broker_position = l.payload.to_vec();
+                    continue;
+                }
+                FrameKind::Time => {
+                    self.stream_time = self.stream_time.max(clock_time(l.payload));
                     continue;
                 }
                 FrameKind::Rejected => {
@@ -226,8 +248,7 @@ impl SourceStream {
                 continue;
             }
             let ts = self.schema.event_ts(&row);
-            let watermark = self.stream_time.saturating_sub(self.opts.allowed_lateness);
-            if ts < watermark {
+            if is_late(self.stream_time, ts, &self.opts) {
                 let reason = format!(
                     "late: event time {} is more than the allowed lateness ({}) before the stream's time {}",
                     format_timestamp(ts),
@@ -251,7 +272,10 @@ impl SourceStream {
             op.advance(self.stream_time);
             let rows = op.drain();
             if !rows.is_empty() {
-                step.rows.push((i, rows));
+                match step.rows.iter_mut().find(|(v, _)| *v == i) {
+                    Some((_, pending)) => pending.extend(rows),
+                    None => step.rows.push((i, rows)),
+                }
             }
         }
         Ok(step)
@@ -295,8 +319,103 @@ impl SourceStream {
         }
         .save(&self.checkpoint_path)?;
         self.last_checkpoint = Instant::now();
+        if let Some(keep) = self.opts.retention {
+            let older_than = std::time::SystemTime::now()
+                .checked_sub(keep)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            for path in crate::log::trim(&self.dir, offset, older_than)? {
+                tracing::info!(source = %self.schema.source, segment = %path.display(), "deleted a log segment past its retention");
+            }
+        }
         Ok(())
     }
+}
+
+/// The time a [`FrameKind::Time`] frame holds (the earliest time if it is malformed).
+fn clock_time(payload: &[u8]) -> Micros {
+    payload
+        .try_into()
+        .map_or(Micros::MIN, |b: [u8; 8]| i64::from_le_bytes(b))
+}
+
+/// Whether an event at `ts` comes too late for a stream whose time is `stream_time`.
+fn is_late(stream_time: Micros, ts: Micros, opts: &StreamOptions) -> bool {
+    ts < stream_time.saturating_sub(opts.allowed_lateness)
+}
+
+/// Builds the state of views that changed since the checkpoint by applying the logged events
+/// it covers again (from the log's start), as the stream did: the offline store and the dead
+/// letters already hold those events, so only the views' state is built. Returns every changed
+/// key's latest row per view, to be written by the first step.
+fn rebuild(
+    dir: &Path,
+    schema: &EventSchema,
+    operators: &mut [ViewOperator],
+    log_start: u64,
+    checkpoint: &Checkpoint,
+    opts: &StreamOptions,
+) -> Result<Vec<(usize, Rows)>, StreamError> {
+    let names: Vec<String> = operators.iter().map(|o| o.view().name.clone()).collect();
+    if log_start > 0 {
+        tracing::warn!(
+            source = %schema.source,
+            views = ?names,
+            "the source's aggregated views changed since the last checkpoint and retention deleted the log before offset {log_start}: their windows miss the events before it until those would have left them"
+        );
+    } else {
+        tracing::info!(
+            source = %schema.source,
+            views = ?names,
+            "the source's aggregated views changed since the last checkpoint: building their state from the log"
+        );
+    }
+    let mut reader = LogReader::open(dir, log_start)?;
+    let mut batch = LogBatch::default();
+    let mut row = Row::new();
+    let mut stream_time = Micros::MIN;
+    let mut latest: Vec<std::collections::HashMap<Vec<u8>, kiln_store::online::StoredRow>> =
+        operators.iter().map(|_| Default::default()).collect();
+    'read: loop {
+        reader.read_batch(opts.batch, &mut batch)?;
+        if batch.is_empty() {
+            break;
+        }
+        for l in batch.iter() {
+            if l.offset >= checkpoint.offset {
+                break 'read;
+            }
+            if l.kind == FrameKind::Time {
+                stream_time = stream_time.max(clock_time(l.payload));
+            }
+            if l.kind != FrameKind::Event
+                || decode_row_into(l.payload, schema.columns.len(), &mut row).is_err()
+            {
+                continue;
+            }
+            let ts = schema.event_ts(&row);
+            if is_late(stream_time, ts, opts) {
+                continue;
+            }
+            stream_time = stream_time.max(ts);
+            for op in operators.iter_mut() {
+                op.apply(schema, &row, l.offset);
+            }
+        }
+        for (op, latest) in operators.iter_mut().zip(&mut latest) {
+            op.advance(stream_time);
+            latest.extend(op.drain());
+        }
+    }
+    for (op, latest) in operators.iter_mut().zip(&mut latest) {
+        op.advance(checkpoint.stream_time);
+        latest.extend(op.drain());
+    }
+    Ok(latest
+        .into_iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(i, rows)| (i, rows.into_iter().collect()))
+        .collect())
 }
 
 /// What [`run`] did.

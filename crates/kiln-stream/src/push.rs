@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::StreamError;
 use crate::appender::Appender;
 use crate::event::{EventSchema, Row, encode_row};
+use crate::log::LogOptions;
 use crate::pipeline::source_dir;
 
 /// How a request's body is encoded.
@@ -53,10 +54,15 @@ impl std::fmt::Debug for PushHub {
 
 impl PushHub {
     /// Opens the log of each source under `stream_dir` for appending.
-    pub fn open(stream_dir: &Path, schemas: Vec<EventSchema>) -> Result<PushHub, StreamError> {
+    pub fn open(
+        stream_dir: &Path,
+        schemas: Vec<EventSchema>,
+        opts: &LogOptions,
+    ) -> Result<PushHub, StreamError> {
         let mut sources = BTreeMap::new();
         for schema in schemas {
-            let log = Arc::new(Appender::open(&source_dir(stream_dir, &schema.source))?);
+            let dir = source_dir(stream_dir, &schema.source);
+            let log = Appender::open_with(&dir, opts)?;
             sources.insert(schema.source.clone(), Source { schema, log });
         }
         Ok(PushHub { sources })

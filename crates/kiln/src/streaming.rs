@@ -168,8 +168,8 @@ pub fn start_connectors(
 /// Opens a source's log for a connector in this process; `None` when another process holds it.
 pub fn open_log(project: &Project, source: &str) -> anyhow::Result<Option<Arc<Appender>>> {
     let dir = source_dir(&project.config.stream.dir(&project.dir), source);
-    match Appender::open(&dir) {
-        Ok(log) => Ok(Some(Arc::new(log))),
+    match Appender::open_with(&dir, &project.config.stream.log_options()) {
+        Ok(log) => Ok(Some(log)),
         Err(StreamError::Locked { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }

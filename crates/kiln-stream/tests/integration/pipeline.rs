@@ -116,7 +116,9 @@ fn concurrent_pushes_share_flushes_and_every_event_is_logged_once() {
     let stream_dir = tmp.path().join("stream");
     let view = common::view("unused");
     let schema = EventSchema::new(&[&view], &common::arrow_schema()).expect("schema");
-    let hub = std::sync::Arc::new(PushHub::open(&stream_dir, vec![schema]).expect("hub"));
+    let hub = std::sync::Arc::new(
+        PushHub::open(&stream_dir, vec![schema], &Default::default()).expect("hub"),
+    );
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let hub = hub.clone();
@@ -297,4 +299,206 @@ fn a_running_stream_outlasts_an_unavailable_online_store_and_an_idle_run_fails_a
         .expect("read");
     assert!(rows[0].is_some(), "the row reached the store");
     assert!(open().position() > 0, "checkpointed after the write");
+}
+
+/// Every part file under the source's directory, by name.
+fn offline_parts(source: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(source).expect("source dir") {
+        let d = d.expect("entry").path();
+        for f in std::fs::read_dir(&d).expect("partition") {
+            out.push(f.expect("entry").file_name().to_string_lossy().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("transactions");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    let stream_dir = tmp.path().join("stream");
+    let v1 = common::view(&source.display().to_string());
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    let second = 1_000_000;
+    let t0 = 1_767_225_600_000_000;
+    let ev = |card, s| Ev {
+        card,
+        ts: t0 + s * second,
+        amount: Some(card as f64),
+        merchant: s % 3,
+    };
+    // Small segments: a few events each.
+    let mut w = LogWriter::open_with(&stream_dir, 300).expect("log");
+    for s in 0..40 {
+        w.append(&[encoded(&ev(s % 4, s))]).expect("append");
+    }
+    let open = |view: &kiln_core::spec::ViewVersion, retention| {
+        SourceStream::open(
+            &stream_dir,
+            &source,
+            &[view],
+            &common::arrow_schema(),
+            StreamOptions {
+                retention,
+                ..StreamOptions::default()
+            },
+        )
+    };
+    let drain = |s: &mut SourceStream| {
+        let mut rows = Vec::new();
+        loop {
+            let step = s.step().expect("step");
+            rows.extend(step.rows.into_iter().flat_map(|(_, r)| r));
+            if step.events == 0 {
+                return rows;
+            }
+        }
+    };
+    let card = |c: i64| kiln_core::key::entity_key(&[Value::Int64(c)]);
+
+    // Kept whole: a changed view is built from the log again, without touching what the
+    // offline store and the dead letters already hold.
+    let mut s = open(&v1, None).expect("open");
+    drain(&mut s);
+    s.checkpoint().expect("checkpoint");
+    let before: Vec<_> = (0..4).map(|c| s.current(0, &card(c))).collect();
+    let parts = offline_parts(&source);
+    drop(s);
+    let mut s = open(&v2, None).expect("rebuild");
+    let rows = drain(&mut s);
+    let after: Vec<_> = (0..4).map(|c| s.current(0, &card(c))).collect();
+    assert_eq!(after, before);
+    let mut keys: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        4,
+        "every key's row is written for the new version"
+    );
+    s.checkpoint().expect("checkpoint");
+    assert_eq!(
+        offline_parts(&source),
+        parts,
+        "no event is written offline twice"
+    );
+    drop(s);
+
+    // Retention: segments the checkpoint passed go, the one being written stays.
+    let segments = kiln_stream::log::segments(&stream_dir)
+        .expect("segments")
+        .len();
+    assert!(segments > 5, "{segments}");
+    for s in 40..44 {
+        w.append(&[encoded(&ev(s % 4, s))]).expect("append");
+    }
+    let mut s = open(&v2, Some(std::time::Duration::ZERO)).expect("open");
+    drain(&mut s);
+    s.checkpoint().expect("checkpoint");
+    let start = kiln_stream::log::start(&stream_dir).expect("start");
+    assert!(start > 0);
+    assert_eq!(
+        kiln_stream::log::segments(&stream_dir)
+            .expect("segments")
+            .len(),
+        1
+    );
+    drop(s);
+    // Resuming needs nothing that was deleted.
+    let mut s = open(&v2, None).expect("resume");
+    assert_eq!(s.step().expect("step").events, 0);
+    drop(s);
+    // A view changed after trimming is built from what the log still holds.
+    let mut v3 = v2.clone();
+    v3.version = 3;
+    let mut s = open(&v3, None).expect("rebuild from the kept log");
+    drain(&mut s);
+    assert!(
+        s.current(0, &card(3)).is_some(),
+        "the last event is in the kept segment"
+    );
+    drop(s);
+    // Without a checkpoint, a trimmed log cannot be replayed: said so, nothing deleted.
+    let parts = offline_parts(&source);
+    std::fs::remove_file(stream_dir.join("checkpoint")).expect("remove checkpoint");
+    let err = open(&v3, None).err().expect("refused");
+    assert!(err.to_string().contains("retention"), "{err}");
+    assert_eq!(offline_parts(&source), parts);
+}
+
+#[test]
+fn an_idle_source_logs_the_clock_so_its_windows_empty_and_a_replay_sees_the_same() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = tmp.path().join("transactions");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    let stream_dir = tmp.path().join("stream");
+    let view = common::view(&source.display().to_string());
+    let log = kiln_stream::appender::Appender::open_with(
+        &stream_dir,
+        &kiln_stream::log::LogOptions {
+            tick_when_idle: Some(std::time::Duration::from_millis(50)),
+            ..Default::default()
+        },
+    )
+    .expect("log");
+    // An event 6 s old: it leaves the 7 s window a second from now, with no other event.
+    let ts = kiln_core::time::now_micros() - 6_000_000;
+    let ev = Ev {
+        card: 1,
+        ts,
+        amount: Some(2.0),
+        merchant: 1,
+    };
+    log.append(&[encoded(&ev)]).expect("append");
+    let open = || {
+        SourceStream::open(
+            &stream_dir,
+            &source,
+            &[&view],
+            &common::arrow_schema(),
+            StreamOptions::default(),
+        )
+        .expect("open")
+    };
+    let card = kiln_core::key::entity_key(&[Value::Int64(1)]);
+    let mut s = open();
+    s.step().expect("step");
+    let (as_of, values) = s.current(0, &card).expect("state");
+    assert_eq!(
+        (as_of, &values[0]),
+        (ts, &Value::Int64(1)),
+        "count over 7 s"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let emptied = loop {
+        s.step().expect("step");
+        let (as_of, values) = s.current(0, &card).expect("state");
+        if values[0] == Value::Int64(0) {
+            break as_of;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window never emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        emptied,
+        ts + 7_000_000,
+        "as of the moment the event left the window"
+    );
+    assert!(s.stream_time() >= ts + 7_000_000);
+    // The ticks are in the log: a stream replayed from it (no checkpoint) ends the same way.
+    let end = s.position();
+    drop(s);
+    drop(log);
+    let mut again = open();
+    while again.position() < end {
+        again.step().expect("step");
+    }
+    assert_eq!(again.current(0, &card).expect("state").0, emptied);
 }

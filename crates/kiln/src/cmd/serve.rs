@@ -105,6 +105,7 @@ async fn serve(project: &Project, a: ServeArgs) -> anyhow::Result<()> {
         let hub = Arc::new(kiln_stream::push::PushHub::open(
             &project.config.stream.dir(&project.dir),
             schemas,
+            &project.config.stream.log_options(),
         )?);
         // This process holds the logs, so it reads the brokers into them too.
         connectors = crate::streaming::start_connectors(

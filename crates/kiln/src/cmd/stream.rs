@@ -244,7 +244,11 @@ async fn push(ctx: &Ctx, project: &Project, a: PushArgs) -> anyhow::Result<()> {
         .filter(|s| s.source == a.source)
         .map(|s| s.schema())
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let hub = PushHub::open(&project.config.stream.dir(&project.dir), schemas)?;
+    let hub = PushHub::open(
+        &project.config.stream.dir(&project.dir),
+        schemas,
+        &project.config.stream.log_options(),
+    )?;
     let receipt = hub
         .push(&a.source, &body, Encoding::Json)
         .with_context(|| format!("{}", a.file.display()))?;

@@ -893,4 +893,27 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_log_settings_are_checked_and_reach_the_stream() {
+        let (_d, p) =
+            write("[stream]\nsegment_bytes = 0\nretention = \"a week\"\nidle_tick = \"0s\"\n");
+        let e = Config::load(&p, &[]).expect_err("bad").to_string();
+        for key in [
+            "stream.segment_bytes",
+            "stream.retention",
+            "stream.idle_tick",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let (_d, p) = write("[stream]\nretention = \"7d\"\nidle_tick = \"2s\"\n");
+        let c = Config::load(&p, &[]).expect("valid");
+        assert_eq!(
+            c.stream.options().retention,
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        let log = c.stream.log_options();
+        assert_eq!(log.tick_when_idle, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(log.segment_bytes, kiln_stream::log::DEFAULT_SEGMENT_BYTES);
+    }
 }

@@ -28,6 +28,21 @@ pub struct StreamConfig {
     /// Events read and applied per batch (rows are written to the online store per batch).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// The event log is cut into segment files of about this many bytes...
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// ...and segments a checkpoint has passed are deleted once last written this long ago
+    /// (`"7d"`); unset, the log is kept whole. Changing a view rebuilds its state from the log,
+    /// so keep at least its longest window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// When no event has come for this long (`"1s"`), the process holding the log logs the
+    /// clock's time, and the stream's time moves on to it, so an idle source's windows still
+    /// empty. Unset, the stream's time moves only with events. Suits sources whose events
+    /// arrive as they happen: after a tick, events older than the clock less
+    /// `allowed_lateness` are late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_tick: Option<String>,
     /// `kiln serve` runs the stream of every streamed source in-process (no separate
     /// `kiln stream run`).
     #[serde(default)]
@@ -53,6 +68,9 @@ fn default_checkpoint_events() -> usize {
 fn default_batch() -> usize {
     4096
 }
+fn default_segment_bytes() -> u64 {
+    kiln_stream::log::DEFAULT_SEGMENT_BYTES
+}
 
 impl Default for StreamConfig {
     fn default() -> Self {
@@ -62,6 +80,9 @@ impl Default for StreamConfig {
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_events: default_checkpoint_events(),
             batch: default_batch(),
+            segment_bytes: default_segment_bytes(),
+            retention: None,
+            idle_tick: None,
             embedded: false,
             sources: BTreeMap::new(),
         }
@@ -71,16 +92,30 @@ impl Default for StreamConfig {
 impl StreamConfig {
     pub fn validate(&self, errors: &mut Vec<String>) {
         for (key, value) in [
-            ("allowed_lateness", &self.allowed_lateness),
+            ("allowed_lateness", self.allowed_lateness.as_str()),
             ("checkpoint_interval", &self.checkpoint_interval),
+            ("retention", self.retention.as_deref().unwrap_or("0s")),
+            ("idle_tick", self.idle_tick.as_deref().unwrap_or("1s")),
         ] {
             if let Err(e) = parse_duration(value) {
                 errors.push(format!("stream.{key}: {e}"));
             }
         }
+        if self
+            .idle_tick
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            == Some(0)
+        {
+            errors.push("stream.idle_tick: must be at least 1s".into());
+        }
         for (key, value) in [
             ("batch", self.batch),
             ("checkpoint_events", self.checkpoint_events),
+            (
+                "segment_bytes",
+                usize::try_from(self.segment_bytes).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 errors.push(format!("stream.{key} must be at least 1"));
@@ -105,6 +140,18 @@ impl StreamConfig {
         project.join(&self.dir)
     }
 
+    /// How the process holding a source's log writes it.
+    pub fn log_options(&self) -> kiln_stream::log::LogOptions {
+        kiln_stream::log::LogOptions {
+            segment_bytes: self.segment_bytes,
+            tick_when_idle: self
+                .idle_tick
+                .as_deref()
+                .and_then(|t| parse_duration(t).ok())
+                .map(Duration::from_secs),
+        }
+    }
+
     /// The options of a stream (the configuration was validated when loaded).
     pub fn options(&self) -> kiln_stream::pipeline::StreamOptions {
         let secs = |s: &str| parse_duration(s).unwrap_or(0);
@@ -115,6 +162,10 @@ impl StreamConfig {
             checkpoint_interval: Duration::from_secs(secs(&self.checkpoint_interval)),
             batch: self.batch,
             checkpoint_events: self.checkpoint_events,
+            retention: self
+                .retention
+                .as_deref()
+                .map(|r| Duration::from_secs(secs(r))),
             ..Default::default()
         }
     }
