@@ -571,7 +571,8 @@ impl LogReader {
     pub fn read_batch(&mut self, max: usize, out: &mut LogBatch) -> Result<(), StreamError> {
         loop {
             self.read_segment(max, out)?;
-            if !out.is_empty() || self.dir.as_os_str().is_empty() {
+            // At the start of a segment (an empty log, or one just begun) there is no next.
+            if !out.is_empty() || self.dir.as_os_str().is_empty() || self.pos == self.base {
                 return Ok(());
             }
             let next = segment_path(&self.dir, self.pos);
@@ -881,6 +882,26 @@ mod tests {
                 (Position, b"p1".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn a_reader_at_the_start_of_an_empty_segment_finds_nothing_and_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = LogReader::open(dir.path(), 0).expect("reader of an empty log");
+        assert!(r.read(10).expect("read").is_empty());
+        let mut w = LogWriter::open_with(dir.path(), 8).expect("open");
+        let (_, end) = w.append(&[b"first".to_vec()]).expect("append");
+        assert_eq!(r.read(10).expect("read").len(), 1);
+        // The next append begins a segment; a reader there before it is written sees nothing.
+        File::create(segment_path(dir.path(), end)).expect("empty segment");
+        let mut at_start = LogReader::open(dir.path(), end).expect("reader");
+        assert!(at_start.read(10).expect("read").is_empty());
+        assert!(r.read(10).expect("read").is_empty());
+        drop(w);
+        let mut w = LogWriter::open_with(dir.path(), 8).expect("reopen");
+        w.append(&[b"second".to_vec()]).expect("append");
+        assert_eq!(at_start.read(10).expect("read")[0].payload, b"second");
+        assert_eq!(r.read(10).expect("read")[0].payload, b"second");
     }
 
     #[test]

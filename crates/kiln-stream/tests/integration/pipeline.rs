@@ -23,13 +23,48 @@ fn encoded(e: &Ev) -> Vec<u8> {
     b
 }
 
+/// A temporary source directory (Parquet) and stream directory, and the common view over them.
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    source: std::path::PathBuf,
+    stream_dir: std::path::PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let source = tmp.path().join("transactions");
+        std::fs::create_dir_all(&source).expect("mkdir");
+        Dirs {
+            stream_dir: tmp.path().join("stream"),
+            source,
+            _tmp: tmp,
+        }
+    }
+
+    fn view(&self) -> kiln_core::spec::ViewVersion {
+        common::view(&self.source.display().to_string())
+    }
+
+    fn open(
+        &self,
+        view: &kiln_core::spec::ViewVersion,
+        opts: StreamOptions,
+    ) -> Result<SourceStream, kiln_stream::StreamError> {
+        SourceStream::open(
+            &self.stream_dir,
+            &self.source,
+            &[view],
+            &common::arrow_schema(),
+            opts,
+        )
+    }
+}
+
 #[test]
 fn dead_letters_do_not_stop_the_stream_and_a_reopened_stream_resumes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("transactions");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    let stream_dir = tmp.path().join("stream");
-    let view = common::view(&source.display().to_string());
+    let dirs = Dirs::new();
+    let (source, stream_dir, view) = (&dirs.source, &dirs.stream_dir, dirs.view());
     let minute = 60_000_000;
     let t0 = 1_767_225_600_000_000;
     let ev = |card, m| Ev {
@@ -39,7 +74,7 @@ fn dead_letters_do_not_stop_the_stream_and_a_reopened_stream_resumes() {
         merchant: 1,
     };
     {
-        let mut w = LogWriter::open(&stream_dir).expect("log");
+        let mut w = LogWriter::open(stream_dir).expect("log");
         // A row of three values where the source has four columns.
         let mut short = Vec::new();
         encode_row(
@@ -59,14 +94,7 @@ fn dead_letters_do_not_stop_the_stream_and_a_reopened_stream_resumes() {
         allowed_lateness: 5 * minute,
         ..StreamOptions::default()
     };
-    let mut s = SourceStream::open(
-        &stream_dir,
-        &source,
-        &[&view],
-        &common::arrow_schema(),
-        opts.clone(),
-    )
-    .expect("open");
+    let mut s = dirs.open(&view, opts.clone()).expect("open");
     let step = s.step().expect("step");
     assert_eq!((step.events, step.late, step.undecodable), (4, 1, 1));
     assert_eq!(step.rows.len(), 1, "one view changed");
@@ -90,14 +118,7 @@ fn dead_letters_do_not_stop_the_stream_and_a_reopened_stream_resumes() {
     assert_eq!(parts.len(), 1, "{parts:?}");
     assert!(parts[0].starts_with("part-"), "{parts:?}");
 
-    let mut again = SourceStream::open(
-        &stream_dir,
-        &source,
-        &[&view],
-        &common::arrow_schema(),
-        opts,
-    )
-    .expect("reopen");
+    let mut again = dirs.open(&view, opts).expect("reopen");
     assert_eq!(again.position(), end);
     assert_eq!(again.step().expect("step").events, 0);
     let card1 = kiln_core::key::entity_key(&[Value::Int64(1)]);
@@ -235,13 +256,10 @@ fn a_running_stream_outlasts_an_unavailable_online_store_and_an_idle_run_fails_a
     use kiln_store::online::OnlineStore;
     use kiln_stream::pipeline;
 
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("transactions");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    let stream_dir = tmp.path().join("stream");
-    let view = common::view(&source.display().to_string());
+    let dirs = Dirs::new();
+    let (stream_dir, view) = (&dirs.stream_dir, dirs.view());
     let t0 = 1_767_225_600_000_000;
-    LogWriter::open(&stream_dir)
+    LogWriter::open(stream_dir)
         .expect("log")
         .append(&[encoded(&Ev {
             card: 1,
@@ -250,16 +268,7 @@ fn a_running_stream_outlasts_an_unavailable_online_store_and_an_idle_run_fails_a
             merchant: 1,
         })])
         .expect("append");
-    let open = || {
-        SourceStream::open(
-            &stream_dir,
-            &source,
-            &[&view],
-            &common::arrow_schema(),
-            StreamOptions::default(),
-        )
-        .expect("open")
-    };
+    let open = || dirs.open(&view, StreamOptions::default()).expect("open");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
     let unreachable = |failures| {
@@ -316,11 +325,8 @@ fn offline_parts(source: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_the_log() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("transactions");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    let stream_dir = tmp.path().join("stream");
-    let v1 = common::view(&source.display().to_string());
+    let dirs = Dirs::new();
+    let (source, stream_dir, v1) = (&dirs.source, &dirs.stream_dir, dirs.view());
     let mut v2 = v1.clone();
     v2.version = 2;
     let second = 1_000_000;
@@ -332,16 +338,13 @@ fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_th
         merchant: s % 3,
     };
     // Small segments: a few events each.
-    let mut w = LogWriter::open_with(&stream_dir, 300).expect("log");
+    let mut w = LogWriter::open_with(stream_dir, 300).expect("log");
     for s in 0..40 {
         w.append(&[encoded(&ev(s % 4, s))]).expect("append");
     }
     let open = |view: &kiln_core::spec::ViewVersion, retention| {
-        SourceStream::open(
-            &stream_dir,
-            &source,
-            &[view],
-            &common::arrow_schema(),
+        dirs.open(
+            view,
             StreamOptions {
                 retention,
                 ..StreamOptions::default()
@@ -366,7 +369,7 @@ fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_th
     drain(&mut s);
     s.checkpoint().expect("checkpoint");
     let before: Vec<_> = (0..4).map(|c| s.current(0, &card(c))).collect();
-    let parts = offline_parts(&source);
+    let parts = offline_parts(source);
     drop(s);
     let mut s = open(&v2, None).expect("rebuild");
     let rows = drain(&mut s);
@@ -382,14 +385,14 @@ fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_th
     );
     s.checkpoint().expect("checkpoint");
     assert_eq!(
-        offline_parts(&source),
+        offline_parts(source),
         parts,
         "no event is written offline twice"
     );
     drop(s);
 
     // Retention: segments the checkpoint passed go, the one being written stays.
-    let segments = kiln_stream::log::segments(&stream_dir)
+    let segments = kiln_stream::log::segments(stream_dir)
         .expect("segments")
         .len();
     assert!(segments > 5, "{segments}");
@@ -399,10 +402,10 @@ fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_th
     let mut s = open(&v2, Some(std::time::Duration::ZERO)).expect("open");
     drain(&mut s);
     s.checkpoint().expect("checkpoint");
-    let start = kiln_stream::log::start(&stream_dir).expect("start");
+    let start = kiln_stream::log::start(stream_dir).expect("start");
     assert!(start > 0);
     assert_eq!(
-        kiln_stream::log::segments(&stream_dir)
+        kiln_stream::log::segments(stream_dir)
             .expect("segments")
             .len(),
         1
@@ -423,22 +426,19 @@ fn retention_deletes_checkpointed_segments_and_a_changed_view_is_rebuilt_from_th
     );
     drop(s);
     // Without a checkpoint, a trimmed log cannot be replayed: said so, nothing deleted.
-    let parts = offline_parts(&source);
+    let parts = offline_parts(source);
     std::fs::remove_file(stream_dir.join("checkpoint")).expect("remove checkpoint");
     let err = open(&v3, None).err().expect("refused");
     assert!(err.to_string().contains("retention"), "{err}");
-    assert_eq!(offline_parts(&source), parts);
+    assert_eq!(offline_parts(source), parts);
 }
 
 #[test]
 fn an_idle_source_logs_the_clock_so_its_windows_empty_and_a_replay_sees_the_same() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("transactions");
-    std::fs::create_dir_all(&source).expect("mkdir");
-    let stream_dir = tmp.path().join("stream");
-    let view = common::view(&source.display().to_string());
+    let dirs = Dirs::new();
+    let (stream_dir, view) = (&dirs.stream_dir, dirs.view());
     let log = kiln_stream::appender::Appender::open_with(
-        &stream_dir,
+        stream_dir,
         &kiln_stream::log::LogOptions {
             tick_when_idle: Some(std::time::Duration::from_millis(50)),
             ..Default::default()
@@ -454,16 +454,7 @@ fn an_idle_source_logs_the_clock_so_its_windows_empty_and_a_replay_sees_the_same
         merchant: 1,
     };
     log.append(&[encoded(&ev)]).expect("append");
-    let open = || {
-        SourceStream::open(
-            &stream_dir,
-            &source,
-            &[&view],
-            &common::arrow_schema(),
-            StreamOptions::default(),
-        )
-        .expect("open")
-    };
+    let open = || dirs.open(&view, StreamOptions::default()).expect("open");
     let card = kiln_core::key::entity_key(&[Value::Int64(1)]);
     let mut s = open();
     s.step().expect("step");

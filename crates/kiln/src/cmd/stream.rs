@@ -266,6 +266,10 @@ async fn push(ctx: &Ctx, project: &Project, a: PushArgs) -> anyhow::Result<()> {
 struct SourceStatus {
     source: String,
     views: Vec<String>,
+    /// The offset of the log's first byte still kept (above 0 once retention deleted
+    /// segments), and how many segment files hold the log.
+    log_start: u64,
+    log_segments: usize,
     log_bytes: u64,
     checkpoint_offset: u64,
     /// Bytes of log not yet checkpointed.
@@ -307,6 +311,8 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
                 .iter()
                 .map(|v| format!("{}@v{}", v.name, v.version))
                 .collect(),
+            log_start: kiln_stream::log::start(&dir)?,
+            log_segments: kiln_stream::log::segments(&dir)?.len(),
             log_bytes: reader.position(),
             checkpoint_offset: checkpoint.offset,
             lag_bytes: reader.position() - checkpoint.offset,
@@ -328,6 +334,7 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
             vec![
                 r.source.clone(),
                 r.views.join(", "),
+                r.log_start.to_string(),
                 r.log_bytes.to_string(),
                 r.checkpoint_offset.to_string(),
                 r.lag_bytes.to_string(),
@@ -345,6 +352,7 @@ async fn status(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
             &[
                 "source",
                 "views",
+                "log start",
                 "log bytes",
                 "checkpoint",
                 "lag bytes",

@@ -295,40 +295,44 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The kill tests' project: 30,000 events over 40 cards and about eight hours pushed into the
-/// source's log, some out of order within the lateness (enough that the first kills land while
-/// the stream is still catching up), and checkpoints every 500 events.
+/// source's log in ten pushes, some out of order within the lateness (enough that the first
+/// kills land while the stream is still catching up), checkpoints every 500 events, and a log
+/// in segments of 64 KiB (a push each) that checkpoints delete as they pass them.
 pub(crate) fn project_with_many_events() -> Project {
     let p = project();
     p.write(
         "kiln.toml",
         &format!(
-            "{}\n[stream]\ncheckpoint_interval = \"0\"\ncheckpoint_events = 500\nbatch = 97\n",
+            "{}\n[stream]\ncheckpoint_interval = \"0\"\ncheckpoint_events = 500\nbatch = 97\n\
+             segment_bytes = 65536\nretention = \"0s\"\n",
             p.read("kiln.toml")
         ),
     );
     let mut rng = 7u64;
-    let mut lines = String::new();
-    for i in 0..30_000i64 {
-        let jitter = (next(&mut rng) % 120) as i64;
-        let second = i + 200 - jitter;
-        lines.push_str(&format!(
-            "{}\n",
-            serde_json::json!({
-                "card_id": next(&mut rng) % 40,
-                "ts": T0 + second,
-                "amount": (next(&mut rng) % 10_000) as f64 / 100.0,
-                "merchant": format!("m{}", next(&mut rng) % 7),
-            })
-        ));
+    for push in 0..10i64 {
+        let mut lines = String::new();
+        for i in push * 3_000..(push + 1) * 3_000 {
+            let jitter = (next(&mut rng) % 120) as i64;
+            let second = i + 200 - jitter;
+            lines.push_str(&format!(
+                "{}\n",
+                serde_json::json!({
+                    "card_id": next(&mut rng) % 40,
+                    "ts": T0 + second,
+                    "amount": (next(&mut rng) % 10_000) as f64 / 100.0,
+                    "merchant": format!("m{}", next(&mut rng) % 7),
+                })
+            ));
+        }
+        let file = p.dir.join("events.jsonl");
+        std::fs::write(&file, lines).expect("write");
+        ok(p.run(&[
+            "stream",
+            "push",
+            "transactions",
+            file.to_str().expect("utf-8"),
+        ]));
     }
-    let file = p.dir.join("events.jsonl");
-    std::fs::write(&file, lines).expect("write");
-    ok(p.run(&[
-        "stream",
-        "push",
-        "transactions",
-        file.to_str().expect("utf-8"),
-    ]));
     p
 }
 
@@ -343,6 +347,10 @@ fn a_stream_killed_at_random_moments_ends_where_an_uninterrupted_one_does() {
         json(p.run(&["-o", "json", "stream", "status"]))[0]["lag_bytes"] == 0
     });
     finish_like_the_reference(&p, &reference, seed);
+    // Retention deleted every segment but the last, which the stream no longer needed.
+    let status = json(p.run(&["-o", "json", "stream", "status"]));
+    assert_eq!(status[0]["log_segments"], 1, "{status}");
+    assert!(status[0]["log_start"].as_u64() > Some(0), "{status}");
 }
 
 #[test]
