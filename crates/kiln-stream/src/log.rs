@@ -256,7 +256,7 @@ impl LogWriter {
             _lock: lock,
         };
         if let Some(p) = carry {
-            w.append_raw(&[(FrameKind::Position, p.as_slice())])?;
+            w.append_raw([(FrameKind::Position, p.as_slice())].into_iter())?;
             w.file.sync_data().map_err(StreamError::io(&w.path))?;
         }
         Ok(w)
@@ -296,26 +296,28 @@ impl LogWriter {
         &mut self,
         frames: impl Iterator<Item = (FrameKind, &'a [u8])> + Clone,
     ) -> Result<(u64, u64), StreamError> {
-        if let Some(e) = frames.clone().find(|(_, e)| e.len() > MAX_EVENT_BYTES) {
-            return Err(StreamError::BadEvent {
-                at: "event".into(),
-                message: format!(
-                    "{} bytes is larger than the {MAX_EVENT_BYTES}-byte limit",
-                    e.1.len()
-                ),
-            });
-        }
         if self.end - self.base >= self.segment_bytes {
             self.roll()?;
         }
-        let frames: Vec<(FrameKind, &[u8])> = frames.collect();
-        self.append_raw(&frames)
+        self.append_raw(frames)
     }
 
-    fn append_raw(&mut self, frames: &[(FrameKind, &[u8])]) -> Result<(u64, u64), StreamError> {
-        let mut buf = Vec::with_capacity(frames.iter().map(|(_, e)| e.len() + FRAME_HEADER).sum());
+    fn append_raw<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (FrameKind, &'a [u8])> + Clone,
+    ) -> Result<(u64, u64), StreamError> {
+        let mut buf = Vec::with_capacity(frames.clone().map(|(_, e)| e.len() + FRAME_HEADER).sum());
         let mut position = None;
-        for &(kind, e) in frames {
+        for (kind, e) in frames {
+            if e.len() > MAX_EVENT_BYTES {
+                return Err(StreamError::BadEvent {
+                    at: "event".into(),
+                    message: format!(
+                        "{} bytes is larger than the {MAX_EVENT_BYTES}-byte limit",
+                        e.len()
+                    ),
+                });
+            }
             buf.extend_from_slice(&(e.len() as u32 | kind.code() << KIND_SHIFT).to_le_bytes());
             buf.extend_from_slice(&checksum(e).to_le_bytes());
             buf.extend_from_slice(e);
@@ -362,7 +364,7 @@ impl LogWriter {
         self.path = path;
         self.file = file;
         if let Some(p) = self.last_position.clone() {
-            self.append_raw(&[(FrameKind::Position, p.as_slice())])?;
+            self.append_raw([(FrameKind::Position, p.as_slice())].into_iter())?;
         }
         Ok(())
     }
