@@ -388,6 +388,7 @@ fn open_segment(path: &Path) -> Result<File, StreamError> {
 /// Reads a segment's frames: the offset after the last whole one and the last position.
 fn scan(path: &Path, file: &File, base: u64) -> Result<(u64, Option<Vec<u8>>), StreamError> {
     let mut reader = LogReader {
+        // Read with `read_segment` only: it never looks for a next segment.
         dir: PathBuf::new(),
         path: path.to_path_buf(),
         file: file.try_clone().map_err(StreamError::io(path))?,
@@ -574,7 +575,7 @@ impl LogReader {
         loop {
             self.read_segment(max, out)?;
             // At the start of a segment (an empty log, or one just begun) there is no next.
-            if !out.is_empty() || self.dir.as_os_str().is_empty() || self.pos == self.base {
+            if !out.is_empty() || self.pos == self.base {
                 return Ok(());
             }
             let next = segment_path(&self.dir, self.pos);
