@@ -23,8 +23,17 @@
 //! A new segment starts with the last position frame written before it, so that
 //! a writer finds where its connector stood by reading the last segment alone.
 //!
+//! An append is all or none: an append of several frames begins with a frame (never returned
+//! to readers) holding the offset it ends at, and readers go past that frame only once the log
+//! reaches that offset. A process killed in the middle of writing an append (Linux stops a
+//! large write between pages on a fatal signal) leaves whole frames of it on disk, but no
+//! reader ever sees them and the next writer cuts them off, so a connector's events are never
+//! logged without the broker position that covers them (and logged a second time when it
+//! resumes from the position before). Logs written before such frames existed have none, and
+//! read as they always did.
+//!
 //! One process appends (a `LOCK` file, held with an OS lock, keeps a second one out); any
-//! number read. A crash in the middle of an append leaves a torn frame at the end, which
+//! number read. A crash in the middle of an append leaves a torn append at the end, which
 //! readers stop at and the next writer cuts off.
 
 use std::fs::{File, OpenOptions};
@@ -45,6 +54,10 @@ pub const MAX_EVENT_BYTES: usize = LEN_MASK as usize;
 const LEGACY_FILE: &str = "events.log";
 const KIND_SHIFT: u32 = 24;
 const LEN_MASK: u32 = (1 << KIND_SHIFT) - 1;
+/// The kind code of the frame that begins an append of several frames: its payload is the
+/// offset the append ends at (`u64` little-endian).
+const APPEND: u32 = 4;
+const APPEND_FRAME: usize = FRAME_HEADER + 8;
 /// How large a segment grows before the writer starts the next one, unless configured.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 << 20;
 
@@ -306,7 +319,16 @@ impl LogWriter {
         &mut self,
         frames: impl Iterator<Item = (FrameKind, &'a [u8])> + Clone,
     ) -> Result<(u64, u64), StreamError> {
-        let mut buf = Vec::with_capacity(frames.clone().map(|(_, e)| e.len() + FRAME_HEADER).sum());
+        let (count, bytes) = frames
+            .clone()
+            .fold((0, 0), |(n, b), (_, e)| (n + 1, b + e.len() + FRAME_HEADER));
+        let first = self.end;
+        let mut buf = Vec::with_capacity(bytes + APPEND_FRAME);
+        if count > 1 {
+            let end = (first + (APPEND_FRAME + bytes) as u64).to_le_bytes();
+            put_frame(&mut buf, APPEND, &end);
+        }
+        let first_frame = first + buf.len() as u64;
         let mut position = None;
         for (kind, e) in frames {
             if e.len() > MAX_EVENT_BYTES {
@@ -318,14 +340,11 @@ impl LogWriter {
                     ),
                 });
             }
-            buf.extend_from_slice(&(e.len() as u32 | kind.code() << KIND_SHIFT).to_le_bytes());
-            buf.extend_from_slice(&checksum(e).to_le_bytes());
-            buf.extend_from_slice(e);
+            put_frame(&mut buf, kind.code(), e);
             if kind == FrameKind::Position {
                 position = Some(e);
             }
         }
-        let first = self.end;
         if let Err(e) = self.file.write_all_at(&buf, first - self.base) {
             // Whatever part was written is a torn tail: cut it so the log stays well-formed.
             let _ = self.file.set_len(first - self.base);
@@ -338,7 +357,7 @@ impl LogWriter {
         if let Some(p) = position {
             self.last_position = Some(p.to_vec());
         }
-        Ok((first, self.end))
+        Ok((first_frame, self.end))
     }
 
     /// Ends the current segment (durably) and starts the next at the log's end, beginning it
@@ -373,6 +392,12 @@ impl LogWriter {
     pub fn end(&self) -> u64 {
         self.end
     }
+}
+
+fn put_frame(buf: &mut Vec<u8>, code: u32, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32 | code << KIND_SHIFT).to_le_bytes());
+    buf.extend_from_slice(&checksum(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
 }
 
 fn open_segment(path: &Path) -> Result<File, StreamError> {
@@ -611,7 +636,8 @@ impl LogReader {
         }
     }
 
-    /// Reads frames from the current segment only.
+    /// Reads frames from the current segment only, stopping before an append of several
+    /// frames that does not end yet (being written, or cut short by a crash).
     fn read_segment(&mut self, max: usize, out: &mut LogBatch) -> Result<(), StreamError> {
         out.clear();
         // About what `max` small events take, within 64 KiB..1 MiB; grown for a larger event.
@@ -634,11 +660,10 @@ impl LogReader {
                 let len = (word & LEN_MASK) as usize;
                 let sum =
                     u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-                let Some(kind) = FrameKind::from_code(word >> KIND_SHIFT) else {
+                let code = word >> KIND_SHIFT;
+                let kind = FrameKind::from_code(code);
+                if (kind.is_none() && code != APPEND) || len > MAX_EVENT_BYTES {
                     // A torn or corrupt header: nothing after it is readable.
-                    break;
-                };
-                if len > MAX_EVENT_BYTES {
                     break;
                 }
                 let start = at + FRAME_HEADER;
@@ -654,6 +679,28 @@ impl LogReader {
                     // A frame still being written (or torn by a crash): stop before it.
                     break;
                 }
+                let Some(kind) = kind else {
+                    let end = payload
+                        .try_into()
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(u64::MAX);
+                    let written = if end <= self.pos + n as u64 {
+                        true
+                    } else {
+                        let len = self
+                            .file
+                            .metadata()
+                            .map_err(StreamError::io(&self.path))?
+                            .len();
+                        end <= self.base + len
+                    };
+                    if !written {
+                        break;
+                    }
+                    // What follows, up to `end`, is there whole.
+                    at = start + len;
+                    continue;
+                };
                 out.push(self.pos + at as u64, kind, payload);
                 at = start + len;
             }
@@ -677,7 +724,8 @@ mod tests {
         let (a, end) = w
             .append(&[b"one".to_vec(), b"two".to_vec()])
             .expect("append");
-        assert_eq!(a, 0);
+        // After the frame that says where the append ends.
+        assert_eq!(a, APPEND_FRAME as u64);
         let (b, _) = w.append(&[vec![7u8; 3_000_000]]).expect("append big");
         assert_eq!(b, end);
         let mut r = LogReader::open(dir.path(), 0).expect("reader");
@@ -763,6 +811,64 @@ mod tests {
             [b"kept".as_slice(), b"next"]
         );
     }
+
+    #[test]
+    fn an_append_is_read_only_once_written_whole_and_a_torn_one_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = segment_path(dir.path(), 0);
+        let (end, whole) = {
+            let mut w = LogWriter::open(dir.path()).expect("open");
+            let frames = [
+                (FrameKind::Event, b"e1".as_slice()),
+                (FrameKind::Position, b"p1".as_slice()),
+            ];
+            let end = w.append_raw(frames.into_iter()).expect("append").1;
+            let frames = [
+                (FrameKind::Event, b"e2".as_slice()),
+                (FrameKind::Event, b"e3".as_slice()),
+                (FrameKind::Position, b"p2".as_slice()),
+            ];
+            w.append_raw(frames.into_iter()).expect("append");
+            (end, std::fs::read(&path).expect("read"))
+        };
+        let text = |got: Vec<Logged>| {
+            got.into_iter()
+                .map(|l| String::from_utf8(l.payload).expect("utf8"))
+                .collect::<Vec<_>>()
+        };
+        // The second append as a reader finds it while it is being written, or after a kill
+        // stopped the write: its first two frames whole, the position not yet there.
+        let cut = end as usize + APPEND_FRAME + 2 * (FRAME_HEADER + 2);
+        std::fs::write(&path, &whole[..cut]).expect("write");
+        let mut r = LogReader::open(dir.path(), 0).expect("reader");
+        assert_eq!(text(r.read(10).expect("read")), ["e1", "p1"]);
+        assert!(r.read(10).expect("read").is_empty());
+        assert_eq!(r.position(), end);
+        // The write ends: the whole append is read.
+        std::fs::write(&path, &whole).expect("write");
+        assert_eq!(text(r.read(10).expect("read")), ["e2", "e3", "p2"]);
+        // Killed instead: the next writer cuts the append off and resumes from `p1`.
+        std::fs::write(&path, &whole[..cut]).expect("write");
+        let w = LogWriter::open(dir.path()).expect("reopen");
+        assert_eq!(w.end(), end);
+        assert_eq!(w.last_position(), Some(b"p1".as_slice()));
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), end);
+    }
+
+    #[test]
+    fn an_append_larger_than_a_read_is_read_a_few_frames_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = LogWriter::open(dir.path()).expect("open");
+        // 3 MiB in one append: three times the most one read takes in.
+        let events: Vec<Vec<u8>> = (0..12_000u32).map(|i| i.to_le_bytes().repeat(64)).collect();
+        w.append(&events).expect("append");
+        w.append(&[b"after".to_vec()]).expect("append");
+        // Three frames a read: the append ends far past what the first read holds.
+        let got = payloads(dir.path(), 0);
+        assert_eq!(got.len(), events.len() + 1);
+        assert!(got.iter().zip(&events).all(|(g, e)| g == e));
+    }
+
     fn payloads(dir: &Path, from: u64) -> Vec<Vec<u8>> {
         let mut r = LogReader::open(dir, from).expect("reader");
         let mut out = Vec::new();
