@@ -23,9 +23,12 @@
 //! `last` reads its window's latest events, and exact `count_distinct` scans its window (a
 //! set of every value in it; per-tile sets would merge no faster).
 //!
-//! A key keeps its events in one deque (each event's stamp and first input together: most
-//! views read one column) and any further inputs in a second in step, so that applying an
-//! event allocates nothing once the key exists and reading a key's events touches one buffer.
+//! A key keeps its events in one list (each event's stamp and first input together: most
+//! views read one column) and any further inputs in a second in step. The list holds its
+//! first two events in the key's state itself: with a million keys most have a few events,
+//! and those then cost no allocation and no second place in memory to reach; applying an
+//! event to a key allocates nothing once its list has grown, and reading a key's events
+//! touches one buffer.
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
@@ -35,6 +38,7 @@ use kiln_core::spec::{AggFunction, Window, WindowKind};
 use kiln_core::time::Micros;
 use kiln_core::value::ValueWriter;
 use kiln_features::window::hll;
+use smallvec::SmallVec;
 
 mod acc;
 mod plan;
@@ -99,12 +103,63 @@ impl Kept {
     }
 }
 
+/// Events a key keeps without allocating.
+const INLINE: usize = 2;
+
+/// A key's events in fold order (read as a slice), with their inputs after the first.
+#[derive(Debug, Default)]
+struct Events {
+    kept: SmallVec<[Kept; INLINE]>,
+    /// The inputs after the first, `plan.stride() - 1` per event, in the events' order.
+    more: Vec<Value>,
+    /// How many events at the front were dropped but not yet removed: they are removed once
+    /// they are half the list, so dropping costs no more than appending.
+    head: usize,
+}
+
+impl std::ops::Deref for Events {
+    type Target = [Kept];
+    fn deref(&self) -> &[Kept] {
+        &self.kept[self.head..]
+    }
+}
+
+impl Events {
+    /// The inputs after the first of the `i`-th event (`rest` of them).
+    fn more(&self, i: usize, rest: usize) -> &[Value] {
+        let at = (self.head + i) * rest;
+        &self.more[at..at + rest]
+    }
+
+    /// Inserts an event at position `pos`, with its inputs after the first.
+    fn insert(&mut self, pos: usize, kept: Kept, more: impl Iterator<Item = Value>, rest: usize) {
+        let at = self.head + pos;
+        self.kept.insert(at, kept);
+        if at + 1 == self.kept.len() {
+            self.more.extend(more);
+        } else {
+            self.more.splice(at * rest..at * rest, more);
+        }
+    }
+
+    /// Drops the first `n` events.
+    fn drop_front(&mut self, n: usize, rest: usize) {
+        self.head += n;
+        if self.head == self.kept.len() {
+            // Nothing left: give back what a busy past took.
+            *self = Events::default();
+        } else if self.head * 2 >= self.kept.len() {
+            self.kept.drain(..self.head);
+            self.more.drain(..self.head * rest);
+            self.head = 0;
+        }
+    }
+}
+
 /// A key's state, without an allocation per event.
 #[derive(Debug)]
 pub struct KeyState {
-    events: VecDeque<Kept>,
-    /// The inputs after the first, `plan.stride() - 1` per event, in the events' order.
-    more: VecDeque<Value>,
+    events: Events,
     /// Per tile size of the plan, the tiles holding events, in order; empty until a window of
     /// the key first holds more than [`RAW_MAX`] events, then `None` for each size not built.
     tiles: Vec<Option<VecDeque<Tile>>>,
@@ -136,8 +191,7 @@ impl Default for KeyState {
 impl KeyState {
     pub fn new() -> KeyState {
         KeyState {
-            events: VecDeque::new(),
-            more: VecDeque::new(),
+            events: Events::default(),
             tiles: Vec::new(),
             as_of: Micros::MIN,
             seq: 0,
@@ -153,7 +207,7 @@ impl KeyState {
             seq: e.seq,
             values: std::iter::once(Value::Bool(true))
                 .chain((plan.stride() > 0).then(|| e.first.clone()))
-                .chain(self.more.range(i * rest..(i + 1) * rest).cloned())
+                .chain(self.events.more(i, rest).iter().cloned())
                 .collect(),
         })
     }
@@ -163,7 +217,7 @@ impl KeyState {
         if slot == 1 {
             &self.events[i].first
         } else {
-            &self.more[i * (plan.stride() - 1) + slot - 2]
+            &self.events.more(i, plan.stride() - 1)[slot - 2]
         }
     }
 
@@ -199,7 +253,7 @@ impl KeyState {
         }
         let moments = plan.moments[slot];
         if slot == 1 {
-            let events = self.events.range(r).map(|e| &e.first);
+            let events = self.events[r].iter().map(|e| &e.first);
             if newest_first {
                 events.rev().for_each(|v| acc.push(v, moments));
             } else {
@@ -207,7 +261,7 @@ impl KeyState {
             }
         } else {
             let rest = plan.stride() - 1;
-            let value = |i: usize| &self.more[i * rest + slot - 2];
+            let value = |i: usize| &self.events.more(i, rest)[slot - 2];
             if newest_first {
                 r.rev().for_each(|i| acc.push(value(i), moments));
             } else {
@@ -262,14 +316,7 @@ impl KeyState {
             seq: stamp.seq,
             first: inputs.next().unwrap_or(Value::Null),
         };
-        self.events.insert(pos, kept);
-        if pos + 1 == self.events.len() {
-            self.more.extend(inputs);
-        } else {
-            for (k, v) in inputs.enumerate() {
-                self.more.insert(pos * rest + k, v);
-            }
-        }
+        self.events.insert(pos, kept, inputs, rest);
         let ts = stamp.ts;
         for (j, &size) in plan.tiles.iter().enumerate() {
             let Some(Some(tiles)) = self.tiles.get(j) else {
@@ -357,7 +404,7 @@ impl KeyState {
                 // A session ends a gap after its latest event.
                 WindowKind::Session => self
                     .events
-                    .back()
+                    .last()
                     .map(|e| w.leaves(e.ts))
                     .filter(|t| *t > after),
                 _ => {
@@ -423,8 +470,8 @@ impl KeyState {
             .unwrap_or(self.as_of);
         let gone = self.events.partition_point(|e| e.ts <= horizon);
         if gone > 0 {
-            self.events.drain(..gone);
-            self.more.drain(..gone * plan.stride().saturating_sub(1));
+            self.events
+                .drop_front(gone, plan.stride().saturating_sub(1));
         }
         for (j, &size) in plan.tiles.iter().enumerate() {
             let Some(Some(tiles)) = self.tiles.get_mut(j) else {
@@ -441,6 +488,12 @@ impl KeyState {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// A value read from the state's first cache lines (its times and first event), for an
+    /// operator to bring them into cache ahead of using them.
+    pub fn probe(&self) -> Micros {
+        self.as_of ^ self.events.first().map_or(0, |e| e.ts)
     }
 
     /// Every feature's value as of `t`, in the view's feature order.
@@ -571,10 +624,13 @@ impl KeyState {
     /// the events of the partial tile at its head (building the key's tiles of that size if it
     /// has none yet).
     fn split(&mut self, plan: &Plan, j: usize, lo: Micros, t: Micros, all: Range<usize>) -> Split {
+        if all.len() <= RAW_MAX {
+            return Split::Raw(all);
+        }
         let size = plan.tiles[j];
         let first = lo.div_euclid(size) + 1;
         let last = t.saturating_add(1).div_euclid(size) - 1;
-        if all.len() <= RAW_MAX || first > last {
+        if first > last {
             return Split::Raw(all);
         }
         if self.tiles.is_empty() {
@@ -608,9 +664,8 @@ impl KeyState {
         let mut i = 0;
         while i < self.events.len() {
             let idx = self.events[i].ts.div_euclid(size);
-            let end = i + self
-                .events
-                .range(i..)
+            let end = i + self.events[i..]
+                .iter()
                 .take_while(|e| e.ts.div_euclid(size) == idx)
                 .count();
             tiles.push_back(self.tile(plan, idx, i..end));
@@ -631,7 +686,7 @@ enum Split {
 }
 
 /// The positions of the events with `after < ts <= upto`.
-fn range(events: &VecDeque<Kept>, after: Micros, upto: Micros) -> Range<usize> {
+fn range(events: &[Kept], after: Micros, upto: Micros) -> Range<usize> {
     let a = events.partition_point(|e| e.ts <= after);
     let b = events.partition_point(|e| e.ts <= upto);
     a..b.max(a)

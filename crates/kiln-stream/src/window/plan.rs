@@ -157,7 +157,7 @@ impl Plan {
     }
 
     /// How many values a key keeps per event: one per slot but the first ("the event").
-    pub(super) fn stride(&self) -> usize {
+    pub(crate) fn stride(&self) -> usize {
         self.slots.len() - 1
     }
 
