@@ -49,34 +49,42 @@ fn bucket(t: Micros) -> i64 {
     t.div_euclid(MICROS_PER_SECOND)
 }
 
-/// Bytes an entity key keeps inline: one or two numbers, or a short string.
-const INLINE_KEY: usize = 22;
+/// Bytes an entity key keeps inline: one number (9 bytes encoded) or a short string.
+const INLINE_KEY: usize = 15;
 
-/// An entity key, kept inline when short (most are one number: 9 bytes), so that finding a
-/// key's state and writing its row read no other allocation.
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
+/// [`Key::len`] of a key too long to keep inline.
+const LONG: u8 = u8::MAX;
+
+/// An entity key in 16 bytes: inline when short (most are one number), so that finding a
+/// key's state and writing its row read no other memory; otherwise the index of the key in
+/// the operator's list of long keys.
+#[derive(Clone, Copy)]
+struct Key {
+    len: u8,
+    bytes: [u8; INLINE_KEY],
 }
 
 impl Key {
-    fn new(b: &[u8]) -> Key {
+    fn new(b: &[u8], long: &mut Vec<Box<[u8]>>) -> Key {
+        let mut bytes = [0; INLINE_KEY];
         if b.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
             bytes[..b.len()].copy_from_slice(b);
-            Key::Inline {
+            return Key {
                 len: b.len() as u8,
                 bytes,
-            }
-        } else {
-            Key::Heap(b.into())
+            };
         }
+        bytes[..4].copy_from_slice(&(long.len() as u32).to_le_bytes());
+        long.push(b.into());
+        Key { len: LONG, bytes }
     }
 
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..*len as usize],
-            Key::Heap(b) => b,
+    fn as_slice<'a>(&'a self, long: &'a [Box<[u8]>]) -> &'a [u8] {
+        if self.len == LONG {
+            let [a, b, c, d, ..] = self.bytes;
+            &long[u32::from_le_bytes([a, b, c, d]) as usize]
+        } else {
+            &self.bytes[..usize::from(self.len)]
         }
     }
 }
@@ -92,19 +100,34 @@ struct Pending {
     stamps: Vec<Stamp>,
     /// `plan.stride()` inputs per event.
     inputs: Vec<Value>,
-    /// Each event's key id, while folding.
-    ids: Vec<u32>,
 }
 
-/// A key's state and the operator's bookkeeping of it, together so that one key is one
-/// place in memory.
+/// [`Keyed::scheduled`] of a key with no timer.
+const UNSCHEDULED: i64 = i64::MIN;
+
+/// A key's state and the operator's bookkeeping of it, together and aligned so that one key
+/// is three whole cache lines (a test holds it to that): with a million keys every key an
+/// event or a timer reaches is a few misses, and [`Keyed::probe`] takes them all at once.
+#[repr(C, align(64))]
 struct Keyed {
     key: Key,
     state: KeyState,
-    /// The timer bucket the key is scheduled in, if any.
-    scheduled: Option<i64>,
+    /// The timer bucket the key is scheduled in, or [`UNSCHEDULED`].
+    scheduled: i64,
     /// Whether the key's row is waiting to be drained.
     dirty: bool,
+}
+
+impl Keyed {
+    /// Whether the key has a timer in bucket `b` or earlier.
+    fn scheduled_by(&self, b: i64) -> bool {
+        self.scheduled != UNSCHEDULED && self.scheduled <= b
+    }
+
+    /// A value read from each of the key's cache lines in use.
+    fn probe(&self) -> i64 {
+        self.state.probe() ^ self.scheduled ^ i64::from(self.key.len) ^ i64::from(self.dirty)
+    }
 }
 
 /// The operator of one view.
@@ -116,6 +139,8 @@ pub struct ViewOperator {
     /// `keys`.
     ids: HashTable<(u32, u32)>,
     keys: Vec<Keyed>,
+    /// The keys longer than [`INLINE_KEY`] bytes.
+    long: Vec<Box<[u8]>>,
     timers: BTreeMap<i64, Vec<u32>>,
     dirty: Vec<u32>,
     /// The stream's time: the greatest event time applied or advanced to.
@@ -138,6 +163,7 @@ impl ViewOperator {
             table,
             ids: HashTable::new(),
             keys: Vec::new(),
+            long: Vec::new(),
             timers: BTreeMap::new(),
             dirty: Vec::new(),
             now: Micros::MIN,
@@ -164,27 +190,26 @@ impl ViewOperator {
         self.keys.len()
     }
 
-    /// The id of `key`, if it has state.
+    /// The id of `key` (whose [`key_hash`] is `h`), if it has state.
     fn find(&self, key: &[u8], h: u32) -> Option<u32> {
-        let keys = &self.keys;
+        let (keys, long) = (&self.keys, &self.long);
         self.ids
             .find(widen(h), |&(id, hh)| {
-                hh == h && keys[id as usize].key.as_slice() == key
+                hh == h && keys[id as usize].key.as_slice(long) == key
             })
             .map(|&(id, _)| id)
     }
 
-    /// The id of `key`, given one if it is new.
-    fn id(&mut self, key: &[u8]) -> u32 {
-        let h = key_hash(key);
+    /// The id of `key` (whose [`key_hash`] is `h`), given one if it is new.
+    fn id(&mut self, key: &[u8], h: u32) -> u32 {
         if let Some(id) = self.find(key, h) {
             return id;
         }
         let id = self.keys.len() as u32;
         self.keys.push(Keyed {
-            key: Key::new(key),
+            key: Key::new(key, &mut self.long),
             state: KeyState::new(),
-            scheduled: None,
+            scheduled: UNSCHEDULED,
             dirty: false,
         });
         self.ids
@@ -211,33 +236,50 @@ impl ViewOperator {
         p.inputs.extend(self.plan.inputs(row));
     }
 
-    /// Folds the pending events into their keys' states, in the order they were applied.
+    /// Folds the pending events into their keys' states, in the order they were applied, a
+    /// group at a time: the group's keys are looked up by hash alone (the index's memory), the
+    /// candidates' states read (their memory), and only then each key found exactly, from
+    /// cache, and its events folded. Each stage is a loop of independent reads, so the
+    /// processor overlaps their misses instead of taking a lookup's three one after another.
     fn fold_pending(&mut self) {
         let mut p = std::mem::take(&mut self.pending);
-        // Every key of the batch first, in a loop of lookups the processor overlaps.
-        p.ids.clear();
-        let mut start = 0;
-        for &end in &p.ends {
-            let id = self.id(&p.keys[start..end]);
-            p.ids.push(id);
-            start = end;
-        }
         let stride = self.plan.stride();
         let mut inputs = p.inputs.drain(..);
-        for (i, (&id, &stamp)) in p.ids.iter().zip(&p.stamps).enumerate() {
-            self.warm(&p.ids, i);
-            let k = &mut self.keys[id as usize];
-            // A late event can undo a change its key was due for by the stream's time (it
-            // joins a session that had ended): first let the key reach that time, as if the
-            // stream were advanced after every event, so that the key's time never depends on
-            // the batching.
-            if stamp.ts < self.now && k.scheduled.is_some_and(|b| b <= bucket(self.now)) {
-                k.state.advance(&self.plan, self.now);
+        let (mut hashes, mut candidates) = ([0u32; GROUP], [0u32; GROUP]);
+        let n = p.stamps.len();
+        let mut first = 0;
+        while first < n {
+            let group = first..(first + GROUP).min(n);
+            let key = |i: usize| &p.keys[i.checked_sub(1).map_or(0, |j| p.ends[j])..p.ends[i]];
+            for ((i, h), c) in group.clone().zip(&mut hashes).zip(&mut candidates) {
+                *h = key_hash(key(i));
+                let candidate = self.ids.find(widen(*h), |&(_, hh)| hh == *h);
+                *c = candidate.map_or(u32::MAX, |&(id, _)| id);
             }
-            self.now = self.now.max(stamp.ts);
-            k.state
-                .insert(&self.plan, stamp, inputs.by_ref().take(stride));
-            self.touch(id);
+            let mut x = 0;
+            for &c in &candidates[..group.len()] {
+                if let Some(k) = self.keys.get(c as usize) {
+                    x ^= k.probe();
+                }
+            }
+            std::hint::black_box(x);
+            for (i, &h) in group.zip(&hashes) {
+                let id = self.id(key(i), h);
+                let stamp = p.stamps[i];
+                let k = &mut self.keys[id as usize];
+                // A late event can undo a change its key was due for by the stream's time (it
+                // joins a session that had ended): first let the key reach that time, as if
+                // the stream were advanced after every event, so that the key's time never
+                // depends on the batching.
+                if stamp.ts < self.now && k.scheduled_by(bucket(self.now)) {
+                    k.state.advance(&self.plan, self.now);
+                }
+                self.now = self.now.max(stamp.ts);
+                k.state
+                    .insert(&self.plan, stamp, inputs.by_ref().take(stride));
+                self.touch(id);
+            }
+            first += GROUP;
         }
         drop(inputs);
         p.keys.clear();
@@ -256,7 +298,7 @@ impl ViewOperator {
         }
         let mut x = 0;
         for &id in &ids[i..(i + GROUP).min(ids.len())] {
-            x ^= self.keys[id as usize].state.probe();
+            x ^= self.keys[id as usize].probe();
         }
         std::hint::black_box(x);
     }
@@ -264,7 +306,7 @@ impl ViewOperator {
     /// Restores one key's state from a checkpoint.
     pub fn restore(&mut self, key: Vec<u8>, as_of: Micros, seq: u64, events: Vec<Event>) {
         self.fold_pending();
-        let id = self.id(&key);
+        let id = self.id(&key, key_hash(&key));
         let k = &mut self.keys[id as usize].state;
         for e in events {
             let stamp = Stamp {
@@ -295,10 +337,10 @@ impl ViewOperator {
         };
         let b = bucket(next);
         // An earlier timer re-schedules the key when it fires.
-        if k.scheduled.is_some_and(|s| s <= b) {
+        if k.scheduled_by(b) {
             return;
         }
-        k.scheduled = Some(b);
+        k.scheduled = b;
         self.timers.entry(b).or_default().push(id);
     }
 
@@ -313,10 +355,10 @@ impl ViewOperator {
             for (i, &id) in ids.iter().enumerate() {
                 self.warm(&ids, i);
                 let k = &mut self.keys[id as usize];
-                if k.scheduled != Some(b) {
+                if k.scheduled != b {
                     continue;
                 }
-                k.scheduled = None;
+                k.scheduled = UNSCHEDULED;
                 if k.state.advance(&self.plan, now) {
                     self.touch(id);
                 } else {
@@ -339,7 +381,7 @@ impl ViewOperator {
             let s = &mut k.state;
             s.values_into(&self.plan, s.as_of, &mut self.scratch, &mut self.values);
             out.push((
-                k.key.as_slice().to_vec(),
+                k.key.as_slice(&self.long).to_vec(),
                 StoredRow {
                     event_ts: s.as_of,
                     // Offsets fit: a log beyond 2^63 bytes is not a concern.
@@ -355,7 +397,9 @@ impl ViewOperator {
     /// Every key's entity key and state, for a checkpoint (after [`ViewOperator::drain`]).
     pub fn states(&self) -> impl Iterator<Item = (&[u8], &KeyState)> {
         debug_assert!(self.pending.stamps.is_empty(), "events not yet folded");
-        self.keys.iter().map(|k| (k.key.as_slice(), &k.state))
+        self.keys
+            .iter()
+            .map(|k| (k.key.as_slice(&self.long), &k.state))
     }
 
     /// The current values of one key, as of its `as_of` (for tests and `kiln consistency`).
@@ -364,5 +408,32 @@ impl ViewOperator {
         let id = self.find(key, key_hash(key))?;
         let k = &mut self.keys[id as usize].state;
         Some((k.as_of, k.values(&self.plan, k.as_of)))
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_three_cache_lines() {
+        assert_eq!(std::mem::size_of::<Keyed>(), 192);
+    }
+
+    #[test]
+    fn keys_too_long_to_keep_inline_are_kept_aside_and_read_back() {
+        let mut long = Vec::new();
+        let keys: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"card-1".to_vec(),
+            vec![7; INLINE_KEY],
+            vec![1; INLINE_KEY + 1],
+            vec![2; 300],
+        ];
+        let kept: Vec<Key> = keys.iter().map(|k| Key::new(k, &mut long)).collect();
+        assert_eq!(long.len(), 2);
+        for (k, b) in kept.iter().zip(&keys) {
+            assert_eq!(k.as_slice(&long), &b[..]);
+        }
     }
 }

@@ -106,63 +106,43 @@ impl Kept {
 /// Events a key keeps without allocating.
 const INLINE: usize = 2;
 
-/// A key's events in fold order (read as a slice), with their inputs after the first.
+/// A key's events in fold order (read as a slice).
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Events {
     kept: SmallVec<[Kept; INLINE]>,
-    /// The inputs after the first, `plan.stride() - 1` per event, in the events' order.
-    more: Vec<Value>,
     /// How many events at the front were dropped but not yet removed: they are removed once
     /// they are half the list, so dropping costs no more than appending.
-    head: usize,
+    head: u32,
 }
 
 impl std::ops::Deref for Events {
     type Target = [Kept];
     fn deref(&self) -> &[Kept] {
-        &self.kept[self.head..]
+        &self.kept[self.head as usize..]
     }
 }
 
-impl Events {
-    /// The inputs after the first of the `i`-th event (`rest` of them).
-    fn more(&self, i: usize, rest: usize) -> &[Value] {
-        let at = (self.head + i) * rest;
-        &self.more[at..at + rest]
-    }
-
-    /// Inserts an event at position `pos`, with its inputs after the first.
-    fn insert(&mut self, pos: usize, kept: Kept, more: impl Iterator<Item = Value>, rest: usize) {
-        let at = self.head + pos;
-        self.kept.insert(at, kept);
-        if at + 1 == self.kept.len() {
-            self.more.extend(more);
-        } else {
-            self.more.splice(at * rest..at * rest, more);
-        }
-    }
-
-    /// Drops the first `n` events.
-    fn drop_front(&mut self, n: usize, rest: usize) {
-        self.head += n;
-        if self.head == self.kept.len() {
-            // Nothing left: give back what a busy past took.
-            *self = Events::default();
-        } else if self.head * 2 >= self.kept.len() {
-            self.kept.drain(..self.head);
-            self.more.drain(..self.head * rest);
-            self.head = 0;
-        }
-    }
+/// What a key keeps beyond its events' stamps and first inputs, boxed: most keys of most views
+/// need neither, and without them a key's state and the operator's bookkeeping of it fit in
+/// three cache lines.
+#[derive(Debug, Default)]
+struct Extra {
+    /// The inputs after the first, `plan.stride() - 1` per event, in step with the events'
+    /// list (dropped events not yet removed included).
+    more: Vec<Value>,
+    /// Per tile size of the plan, the tiles holding events, in order; empty until a window of
+    /// the key first holds more than [`RAW_MAX`] events, then `None` for each size not built.
+    tiles: Vec<Option<VecDeque<Tile>>>,
 }
 
 /// A key's state, without an allocation per event.
 #[derive(Debug)]
+#[repr(C)]
 pub struct KeyState {
     events: Events,
-    /// Per tile size of the plan, the tiles holding events, in order; empty until a window of
-    /// the key first holds more than [`RAW_MAX`] events, then `None` for each size not built.
-    tiles: Vec<Option<VecDeque<Tile>>>,
+    /// `None` while the key has no further inputs and no tiles.
+    extra: Option<Box<Extra>>,
     /// The time the key's values are as of: its latest event, or a later moment when an event
     /// left a window.
     pub as_of: Micros,
@@ -192,9 +172,71 @@ impl KeyState {
     pub fn new() -> KeyState {
         KeyState {
             events: Events::default(),
-            tiles: Vec::new(),
+            extra: None,
             as_of: Micros::MIN,
             seq: 0,
+        }
+    }
+
+    /// The inputs after the first of the `i`-th event (`rest` of them).
+    fn more(&self, i: usize, rest: usize) -> &[Value] {
+        let at = (self.events.head as usize + i) * rest;
+        match &self.extra {
+            Some(x) => &x.more[at..at + rest],
+            None => &[],
+        }
+    }
+
+    /// Inserts an event at position `pos`, with its inputs after the first (`rest` of them).
+    fn insert_event(
+        &mut self,
+        pos: usize,
+        kept: Kept,
+        more: impl Iterator<Item = Value>,
+        rest: usize,
+    ) {
+        let at = self.events.head as usize + pos;
+        self.events.kept.insert(at, kept);
+        if rest == 0 {
+            return;
+        }
+        let list = &mut self.extra.get_or_insert_default().more;
+        if at + 1 == self.events.kept.len() {
+            list.extend(more);
+        } else {
+            list.splice(at * rest..at * rest, more);
+        }
+    }
+
+    /// Drops the first `n` events (each with `rest` further inputs).
+    fn drop_front(&mut self, n: usize, rest: usize) {
+        let e = &mut self.events;
+        e.head += n as u32;
+        let head = e.head as usize;
+        if head == e.kept.len() {
+            // Nothing left: give back what a busy past took.
+            *e = Events::default();
+            if let Some(x) = &mut self.extra {
+                x.more = Vec::new();
+            }
+        } else if head * 2 >= e.kept.len() {
+            e.kept.drain(..head);
+            if let Some(x) = &mut self.extra {
+                x.more.drain(..head * rest);
+            }
+            e.head = 0;
+        }
+    }
+
+    /// Per tile size of the plan, the key's tiles (see [`Extra::tiles`]).
+    fn tile_lists(&self) -> &[Option<VecDeque<Tile>>] {
+        self.extra.as_ref().map_or(&[], |x| &x.tiles)
+    }
+
+    fn tile_lists_mut(&mut self) -> &mut [Option<VecDeque<Tile>>] {
+        match &mut self.extra {
+            Some(x) => &mut x.tiles,
+            None => &mut [],
         }
     }
 
@@ -207,7 +249,7 @@ impl KeyState {
             seq: e.seq,
             values: std::iter::once(Value::Bool(true))
                 .chain((plan.stride() > 0).then(|| e.first.clone()))
-                .chain(self.events.more(i, rest).iter().cloned())
+                .chain(self.more(i, rest).iter().cloned())
                 .collect(),
         })
     }
@@ -217,7 +259,7 @@ impl KeyState {
         if slot == 1 {
             &self.events[i].first
         } else {
-            &self.events.more(i, plan.stride() - 1)[slot - 2]
+            &self.more(i, plan.stride() - 1)[slot - 2]
         }
     }
 
@@ -261,7 +303,7 @@ impl KeyState {
             }
         } else {
             let rest = plan.stride() - 1;
-            let value = |i: usize| &self.events.more(i, rest)[slot - 2];
+            let value = |i: usize| &self.more(i, rest)[slot - 2];
             if newest_first {
                 r.rev().for_each(|i| acc.push(value(i), moments));
             } else {
@@ -316,10 +358,10 @@ impl KeyState {
             seq: stamp.seq,
             first: inputs.next().unwrap_or(Value::Null),
         };
-        self.events.insert(pos, kept, inputs, rest);
+        self.insert_event(pos, kept, inputs, rest);
         let ts = stamp.ts;
         for (j, &size) in plan.tiles.iter().enumerate() {
-            let Some(Some(tiles)) = self.tiles.get(j) else {
+            let Some(Some(tiles)) = self.tile_lists().get(j) else {
                 continue;
             };
             let idx = ts.div_euclid(size);
@@ -356,7 +398,7 @@ impl KeyState {
                 .iter()
                 .map(|&s| self.hll_slot(plan, pos, s))
                 .collect();
-            let Some(Some(tiles)) = self.tiles.get_mut(j) else {
+            let Some(Some(tiles)) = self.tile_lists_mut().get_mut(j) else {
                 continue;
             };
             match (accs, fresh) {
@@ -470,11 +512,10 @@ impl KeyState {
             .unwrap_or(self.as_of);
         let gone = self.events.partition_point(|e| e.ts <= horizon);
         if gone > 0 {
-            self.events
-                .drop_front(gone, plan.stride().saturating_sub(1));
+            self.drop_front(gone, plan.stride().saturating_sub(1));
         }
         for (j, &size) in plan.tiles.iter().enumerate() {
-            let Some(Some(tiles)) = self.tiles.get_mut(j) else {
+            let Some(Some(tiles)) = self.tile_lists_mut().get_mut(j) else {
                 continue;
             };
             while tiles
@@ -484,16 +525,21 @@ impl KeyState {
                 tiles.pop_front();
             }
         }
+        if self.events.is_empty() {
+            // No events, so no tiles either: nothing to keep beyond the times.
+            self.extra = None;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
-    /// A value read from the state's first cache lines (its times and first event), for an
-    /// operator to bring them into cache ahead of using them.
+    /// A value read from every cache line of the state that holds something (its times, its
+    /// first and last events), for an operator to bring them into cache ahead of using them.
     pub fn probe(&self) -> Micros {
-        self.as_of ^ self.events.first().map_or(0, |e| e.ts)
+        let ts = |e: Option<&Kept>| e.map_or(0, |e| e.ts);
+        self.as_of ^ ts(self.events.first()) ^ ts(self.events.last())
     }
 
     /// Every feature's value as of `t`, in the view's feature order.
@@ -633,11 +679,13 @@ impl KeyState {
         if first > last {
             return Split::Raw(all);
         }
-        if self.tiles.is_empty() {
-            self.tiles = vec![None; plan.tiles.len()];
-        }
-        if self.tiles[j].is_none() {
-            self.tiles[j] = Some(self.build_tiles(plan, size));
+        if self.tile_lists().get(j).is_none_or(Option::is_none) {
+            let built = self.build_tiles(plan, size);
+            let lists = &mut self.extra.get_or_insert_default().tiles;
+            if lists.is_empty() {
+                *lists = vec![None; plan.tiles.len()];
+            }
+            lists[j] = Some(built);
         }
         let tiles = self.tiles(j);
         Split::Tiled {
@@ -651,7 +699,7 @@ impl KeyState {
     /// The key's tiles of the plan's `j`-th size (empty if not built).
     fn tiles(&self, j: usize) -> &VecDeque<Tile> {
         static NONE: VecDeque<Tile> = VecDeque::new();
-        match self.tiles.get(j) {
+        match self.tile_lists().get(j) {
             Some(Some(t)) => t,
             _ => &NONE,
         }

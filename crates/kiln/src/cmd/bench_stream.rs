@@ -237,7 +237,10 @@ fn throughput(
     let aggregate_only_seconds = started.elapsed().as_secs_f64();
     let keys_with_state = op.key_count();
     drop(op);
-    eprintln!("aggregated in {aggregate_only_seconds:.1}s");
+    eprintln!(
+        "aggregated in {aggregate_only_seconds:.2}s ({:.0} events/s)",
+        a.events as f64 / aggregate_only_seconds
+    );
 
     // The whole pipeline into redb, with offline Parquet and checkpoints.
     let store: Arc<dyn OnlineStore> = Arc::new(RedbStore::open(&log_dir.join("online.redb"))?);
