@@ -14,8 +14,8 @@
 //!   writes changed rows to the online store after every batch, and at checkpoints writes the
 //!   events to the offline store and saves the state ([`checkpoint`], [`sink`]).
 //! - [`operator`]: one view's keyed state, event-time timers for events leaving windows, and
-//!   the changed rows of each batch; [`window`]: one key's events and tiles, and the exact
-//!   window values as of a time.
+//!   the changed rows of each batch ([`timers`]: the timers by second); [`window`]: one key's
+//!   events and tiles, and the exact window values as of a time.
 
 pub mod appender;
 mod checkpoint;
@@ -27,6 +27,7 @@ pub mod operator;
 pub mod pipeline;
 pub mod push;
 pub mod sink;
+mod timers;
 pub mod window;
 
 pub use checkpoint::Checkpoint;

@@ -17,8 +17,6 @@
 //! time; both only grow, so the online store's newer-wins writes make replays after a restart
 //! harmless.
 
-use std::collections::BTreeMap;
-
 use hashbrown::HashTable;
 
 use kiln_core::key::put_entity_key;
@@ -27,6 +25,7 @@ use kiln_core::{Value, spec::ViewVersion};
 use kiln_store::online::{StoredRow, ViewTable};
 
 use crate::event::EventSchema;
+use crate::timers::Timers;
 use crate::window::{Event, KeyState, Plan, Scratch, Stamp};
 
 /// The hash of an encoded entity key: XXH3 (std's SipHash is built for untrusted keys; this
@@ -141,7 +140,7 @@ pub struct ViewOperator {
     keys: Vec<Keyed>,
     /// The keys longer than [`INLINE_KEY`] bytes.
     long: Vec<Box<[u8]>>,
-    timers: BTreeMap<i64, Vec<u32>>,
+    timers: Timers,
     dirty: Vec<u32>,
     /// The stream's time: the greatest event time applied or advanced to.
     now: Micros,
@@ -164,7 +163,7 @@ impl ViewOperator {
             ids: HashTable::new(),
             keys: Vec::new(),
             long: Vec::new(),
-            timers: BTreeMap::new(),
+            timers: Timers::default(),
             dirty: Vec::new(),
             now: Micros::MIN,
             pending: Pending::default(),
@@ -341,7 +340,7 @@ impl ViewOperator {
             return;
         }
         k.scheduled = b;
-        self.timers.entry(b).or_default().push(id);
+        self.timers.push(b, id);
     }
 
     /// Lets events leave their windows up to the stream time `now` (after restoring a
@@ -349,9 +348,7 @@ impl ViewOperator {
     pub fn advance(&mut self, now: Micros) {
         self.fold_pending();
         self.now = self.now.max(now);
-        let later = self.timers.split_off(&(bucket(now) + 1));
-        let due = std::mem::replace(&mut self.timers, later);
-        for (b, ids) in due {
+        for (b, ids) in self.timers.take_due(bucket(now)) {
             for (i, &id) in ids.iter().enumerate() {
                 self.warm(&ids, i);
                 let k = &mut self.keys[id as usize];
