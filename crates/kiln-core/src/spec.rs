@@ -232,6 +232,7 @@ impl Window {
     /// Events with `event_ts <= horizon(T)` are outside the window as of `T` (those up to `T`
     /// and after it, inside); `None` for a session window, whose bounds depend on the events
     /// ([`Window::session_horizon`]).
+    #[inline]
     pub fn horizon(&self, t: Micros) -> Option<Micros> {
         match self.kind {
             WindowKind::Sliding => Some(t.saturating_sub(self.micros)),
@@ -246,6 +247,7 @@ impl Window {
 
     /// The first moment at which the window no longer holds an event at `ts` (for a session
     /// window: if no later event extends its session).
+    #[inline]
     pub fn leaves(&self, ts: Micros) -> Micros {
         match self.kind {
             WindowKind::Sliding | WindowKind::Session => ts.saturating_add(self.micros),

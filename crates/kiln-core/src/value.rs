@@ -162,27 +162,33 @@ impl<'a> ValueWriter<'a> {
         self.out
     }
 
+    #[inline]
     pub fn put_null(&mut self) {
         self.buf().push(TAG_NULL);
     }
+    #[inline]
     pub fn put_bool(&mut self, v: bool) {
         self.buf().push(if v { TAG_TRUE } else { TAG_FALSE });
     }
+    #[inline]
     pub fn put_i32(&mut self, v: i32) {
         let b = self.buf();
         b.push(TAG_I32);
         b.extend_from_slice(&v.to_le_bytes());
     }
+    #[inline]
     pub fn put_i64(&mut self, v: i64) {
         let b = self.buf();
         b.push(TAG_I64);
         b.extend_from_slice(&v.to_le_bytes());
     }
+    #[inline]
     pub fn put_f32(&mut self, v: f32) {
         let b = self.buf();
         b.push(TAG_F32);
         b.extend_from_slice(&v.to_le_bytes());
     }
+    #[inline]
     pub fn put_f64(&mut self, v: f64) {
         let b = self.buf();
         b.push(TAG_F64);
@@ -194,6 +200,7 @@ impl<'a> ValueWriter<'a> {
     pub fn put_bytes(&mut self, v: &[u8]) {
         self.put_var(TAG_BYTES, v);
     }
+    #[inline]
     pub fn put_timestamp(&mut self, v: Micros) {
         let b = self.buf();
         b.push(TAG_TS);
@@ -208,6 +215,7 @@ impl<'a> ValueWriter<'a> {
         b.extend_from_slice(v);
     }
 
+    #[inline]
     pub fn put(&mut self, v: &Value) {
         match v {
             Value::Null => self.put_null(),

@@ -50,6 +50,10 @@ pub use plan::Plan;
 /// tiles (built for the key the first time one of its windows needs them).
 const RAW_MAX: usize = 64;
 
+/// A window read from at most this many events is folded on its own; longer ones of the same
+/// input share one fold (they nest), which saves work but copies each window's accumulator out.
+const FOLD_APART: usize = 8;
+
 /// One event as checkpoints keep it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -280,7 +284,10 @@ impl KeyState {
     }
 
     /// Adds one slot of the events at positions `r` to `acc`, oldest first or (`newest_first`)
-    /// the other way round.
+    /// the other way round. Always inlined: the callers' accumulators then stay in registers
+    /// through the fold, rather than being stored here and read back by the caller at once
+    /// (a load that waits for the stores it overlaps).
+    #[inline(always)]
     fn fold_into(
         &self,
         plan: &Plan,
@@ -573,7 +580,14 @@ impl KeyState {
                 None => Split::Raw(events),
             };
             let acc = match split {
-                // Folded below, with the input's other windows read from events.
+                // A few events: folded where the accumulator is kept, so nothing is copied.
+                Split::Raw(r) if r.len() <= FOLD_APART => {
+                    scratch.accs.push(Acc::EMPTY);
+                    let acc = scratch.accs.last_mut().expect("just pushed");
+                    self.fold_into(plan, a.slot, r, acc, false);
+                    continue;
+                }
+                // Folded below, with the input's other long windows read from events.
                 Split::Raw(r) => {
                     scratch.raw.push((a.slot, r.start, i));
                     Acc::EMPTY
@@ -588,9 +602,9 @@ impl KeyState {
             };
             scratch.accs.push(acc);
         }
-        // Windows read from events all end at the latest event up to `t`, so they nest: fold
-        // each input once, newest first, taking each window's value as the fold passes its
-        // oldest event (a fixed order, so the value still depends on the events alone).
+        // Longer windows read from events all end at the latest event up to `t`, so they nest:
+        // fold each input once, newest first, taking each window's value as the fold passes
+        // its oldest event (a fixed order, so the value still depends on the events alone).
         scratch
             .raw
             .sort_unstable_by_key(|&(slot, start, _)| (slot, std::cmp::Reverse(start)));

@@ -39,6 +39,7 @@ impl Acc {
     /// Adds one value (`moments`: whether a standard deviation will read it): the fold's
     /// inner loop, so it builds no second accumulator to combine. Values that do not count
     /// leave it as it is.
+    #[inline]
     pub(super) fn push(&mut self, v: &Value, moments: bool) {
         match *v {
             Value::Null => {}
@@ -65,6 +66,7 @@ impl Acc {
         }
     }
 
+    #[inline]
     pub(super) fn combine(self, b: Acc) -> Acc {
         if b.n == 0 {
             return self;
