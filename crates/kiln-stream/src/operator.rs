@@ -8,9 +8,9 @@
 //! events in a batch is written once.
 //!
 //! Applied events wait in a queue until the batch is advanced or drained, and are then folded
-//! in order: the keys of the whole batch are looked up first, and the states of each phase's
-//! keys (new events, timers due, rows to write) are read a group at a time in a tight loop
-//! ahead of the work on them. With a million keys most lookups and states miss the cache; loops of independent
+//! in order, a group of keys at a time: the group's keys are looked up, and the states of each
+//! phase's keys (new events, timers due, rows to write) read, in tight loops ahead of the work
+//! on them. With a million keys most lookups and states miss the cache; loops of independent
 //! reads let the processor overlap those waits instead of taking them one by one.
 //!
 //! A row is stored as of its `as_of` time with the key's greatest log offset as its created
