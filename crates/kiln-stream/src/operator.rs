@@ -88,9 +88,9 @@ impl Key {
     }
 }
 
-/// Events applied and not yet folded into their keys' states. Folding a batch at a time lets
-/// the operator find all of its keys first, in a loop of independent lookups, and read their
-/// states in another, so the waits on memory overlap.
+/// Events applied and not yet folded into their keys' states. Folding many at a time lets the
+/// operator look up a group's keys in a loop of independent lookups, and read their states in
+/// another, so the waits on memory overlap.
 #[derive(Default)]
 struct Pending {
     /// The events' encoded keys, back to back, and where each ends.
@@ -255,13 +255,7 @@ impl ViewOperator {
                 let candidate = self.ids.find(widen(*h), |&(_, hh)| hh == *h);
                 *c = candidate.map_or(u32::MAX, |&(id, _)| id);
             }
-            let mut x = 0;
-            for &c in &candidates[..group.len()] {
-                if let Some(k) = self.keys.get(c as usize) {
-                    x ^= k.probe();
-                }
-            }
-            std::hint::black_box(x);
+            self.read_ahead(&candidates[..group.len()]);
             for (i, &h) in group.zip(&hashes) {
                 let id = self.id(key(i), h);
                 let stamp = p.stamps[i];
@@ -287,17 +281,23 @@ impl ViewOperator {
         self.pending = p;
     }
 
-    /// At the start of each group of `ids` (the `i`-th begins one), reads the group's states in
-    /// a loop of independent loads, so that the processor waits for their memory all at once
-    /// rather than key after key in the work that follows (with a million keys, most are not
-    /// in cache).
+    /// At the start of each group of `ids` (the `i`-th begins one), reads the group's states
+    /// ahead of the work on them ([`ViewOperator::read_ahead`]).
     fn warm(&self, ids: &[u32], i: usize) {
-        if !i.is_multiple_of(GROUP) {
-            return;
+        if i.is_multiple_of(GROUP) {
+            self.read_ahead(&ids[i..(i + GROUP).min(ids.len())]);
         }
+    }
+
+    /// Reads the states of `ids` (skipping ids no key has) in a loop of independent loads, so
+    /// that the processor waits for their memory all at once rather than key after key in the
+    /// work that follows (with a million keys, most are not in cache).
+    fn read_ahead(&self, ids: &[u32]) {
         let mut x = 0;
-        for &id in &ids[i..(i + GROUP).min(ids.len())] {
-            x ^= self.keys[id as usize].probe();
+        for &id in ids {
+            if let Some(k) = self.keys.get(id as usize) {
+                x ^= k.probe();
+            }
         }
         std::hint::black_box(x);
     }

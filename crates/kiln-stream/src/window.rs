@@ -24,7 +24,8 @@
 //! set of every value in it; per-tile sets would merge no faster).
 //!
 //! A key keeps its events in one list (each event's stamp and first input together: most
-//! views read one column) and any further inputs in a second in step. The list holds its
+//! views read one column) and any further inputs in a second in step, boxed with the tiles
+//! (most keys of most views need neither). The list holds its
 //! first two events in the key's state itself: with a million keys most have a few events,
 //! and those then cost no allocation and no second place in memory to reach; applying an
 //! event to a key allocates nothing once its list has grown, and reading a key's events
@@ -212,7 +213,8 @@ impl KeyState {
         }
     }
 
-    /// Drops the first `n` events (each with `rest` further inputs).
+    /// Drops the first `n` events (each with `rest` further inputs). Dropping them all leaves
+    /// the further inputs to [`KeyState::collect_garbage`], which then drops the box.
     fn drop_front(&mut self, n: usize, rest: usize) {
         let e = &mut self.events;
         e.head += n as u32;
@@ -220,9 +222,6 @@ impl KeyState {
         if head == e.kept.len() {
             // Nothing left: give back what a busy past took.
             *e = Events::default();
-            if let Some(x) = &mut self.extra {
-                x.more = Vec::new();
-            }
         } else if head * 2 >= e.kept.len() {
             e.kept.drain(..head);
             if let Some(x) = &mut self.extra {
