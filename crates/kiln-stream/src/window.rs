@@ -25,11 +25,10 @@
 //!
 //! A key keeps its events in one list (each event's stamp and first input together: most
 //! views read one column) and any further inputs in a second in step, boxed with the tiles
-//! (most keys of most views need neither). The list holds its
-//! first two events in the key's state itself: with a million keys most have a few events,
-//! and those then cost no allocation and no second place in memory to reach; applying an
-//! event to a key allocates nothing once its list has grown, and reading a key's events
-//! touches one buffer.
+//! (most keys of most views need neither). The list holds its first two events in the key's
+//! state itself: with a million keys most have a few events, and those then cost no
+//! allocation and no second place in memory to reach; applying an event to a key allocates
+//! nothing once its list has grown, and reading a key's events touches one buffer.
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
